@@ -1,0 +1,63 @@
+"""`zsbench` command line: parses arguments and calls library functions; no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import ZSBenchError
+
+# Each subsystem adds its own subcommands (module with `register_cli(subparsers)`).
+SUBSYSTEMS = (
+    "zsrobust_bench.evaluate_cli",
+    "zsrobust_bench.data.cli",
+    "zsrobust_bench.protocols_cli",
+    "zsrobust_bench.train.cli",
+    "zsrobust_bench.leaderboard.cli",
+    "zsrobust_bench.demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zsbench",
+        description="Zero-shot adversarial robustness benchmark for CLIP-style models.",
+    )
+    parser.add_argument("--version", action="version", version=f"zsbench {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for mod in SUBSYSTEMS:
+        importlib.import_module(mod).register_cli(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", force=True
+    )
+    debug = args.debug or os.environ.get("ZSBENCH_DEBUG") == "1"
+    try:
+        return int(args.func(args) or 0)
+    except ZSBenchError as exc:
+        if debug:
+            raise
+        print(f"zsbench: error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"zsbench: hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("zsbench: interrupted; finished shards are kept and a re-run resumes", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""`evaluate`: the library entry point behind `zsbench evaluate` (a notebook can call it too)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import distributed
+from .attacks.registry import build_attack
+from .data.registry import expand, get_dataset
+from .data.spec import DatasetSpec
+from .data.subsets import indices_sha256, select_indices
+from .engine import EngineConfig, EpsAttacks, as_index_tensor, evaluate_shard, load_shard, records_to_jsonl, shard_bounds, summarize
+from .errors import ZSBenchError
+from .fileio import atomic_write_json, atomic_write_text, run_lock, sha256_bytes, sha256_json
+from .models.loader import LoadedModel, load_model
+from .protocols import Protocol, apply_overrides, eps_label, get_protocol
+from .provenance import now_iso, provenance
+from .zeroshot import build_classifier
+
+log = logging.getLogger(__name__)
+SCHEMA = "zsbench.results/1"
+
+
+def dataset_key(name: str) -> str:
+    """File-system-safe key for a dataset name (imagefolder:PATH gets a short path hash)."""
+    if name.startswith("imagefolder:"):
+        path = name.split(":", 1)[1]
+        base = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(path).name or "data")[:40]
+        return f"imagefolder-{base}-{sha256_bytes(str(Path(path).resolve()).encode())[:8]}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+
+
+def _spec_for(name: str) -> DatasetSpec:
+    if name.startswith("imagefolder:"):
+        from .data.loaders import spec_for_imagefolder
+
+        return spec_for_imagefolder(Path(name.split(":", 1)[1]))
+    return get_dataset(name)
+
+
+def _open(spec: DatasetSpec, name: str, data_root: Path | None, image_size: int):
+    from .data.loaders import open_eval_dataset
+
+    return open_eval_dataset(spec, data_root, image_size)
+
+
+def build_plan(protocol: Protocol, num_classes: int) -> list[EpsAttacks]:
+    """Attacks per epsilon (ascending); attacks that do not apply to this class count are listed as skipped."""
+    plan = []
+    for eps in sorted(protocol.eps):
+        attacks, skipped = [], []
+        for step in protocol.attacks:
+            a = build_attack(step.name, eps, num_classes, **step.params)
+            if a is None:
+                skipped.append(step.name)
+            else:
+                attacks.append(a)
+        plan.append(EpsAttacks(eps, attacks, skipped))
+    return plan
+
+
+def _check_precision(precision: str, device: str) -> None:
+    if precision != "fp32" and not device.startswith("cuda"):
+        raise ZSBenchError(f"precision {precision} is only supported on CUDA", "CPU evaluation runs fp32")
+
+
+def evaluate(
+    model: str,
+    datasets: list[str] | None = None,
+    *,
+    protocol: str = "tecoa-pgd",
+    out: str | Path,
+    arch: str | None = None,
+    pretrained: str | None = None,
+    data_root: str | Path | None = None,
+    indices: dict[str, list[int]] | None = None,
+    seed: int | None = None,
+    device: str = "cpu",
+    batch_size: int = 128,
+    num_workers: int = 0,
+    shard_size: int = 512,
+    overrides: dict[str, Any] | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    loaded: LoadedModel | None = None,
+) -> dict[str, Any]:
+    """Evaluate a model under a protocol; writes out/results.json and out/samples/*.jsonl and returns the results.
+
+    Resumes: shards already written under out/shards/ with the same configuration are reused.
+    """
+    out = Path(out)
+    base = get_protocol(protocol)
+    ov = dict(overrides or {})
+    if seed is not None:
+        ov["seed"] = seed
+    proto, custom = apply_overrides(base, ov)
+    if indices is not None:
+        custom = True
+    names = expand(datasets) if datasets else expand([proto.suite] if proto.suite else [])
+    if not names:
+        raise ZSBenchError("no datasets to evaluate", f"pass --datasets (protocol {proto.name} has no default suite)")
+    from .data.paths import resolve_data_root
+
+    root = resolve_data_root(str(data_root) if data_root is not None else None)
+    rank, world = distributed.init_if_needed(device)
+    device = distributed.local_device(device)
+    _check_precision(proto.precision, device)
+    if shard_size <= 0 or batch_size <= 0:
+        raise ZSBenchError("--batch-size and --shard-size must be positive")
+    cfg = EngineConfig(batch_size=batch_size, num_workers=num_workers, device=device, seed=proto.seed, precision=proto.precision)
+    started, t0 = now_iso(), time.time()
+    lock = run_lock(out) if rank == 0 else _null_lock(out)
+    with lock:
+        lm = loaded or load_model(model, arch=arch, pretrained=pretrained)
+        for w in lm.warnings:
+            if rank == 0:
+                print(f"WARNING: {w}")
+        for p in lm.model.parameters():
+            p.requires_grad_(False)
+        model_info = {k: v for k, v in lm.info.items() if not k.startswith("_")}
+        per_dataset: dict[str, Any] = {}
+        for name in names:
+            per_dataset[name] = _evaluate_dataset(lm, name, proto, custom, model_info, root, indices, cfg, out,
+                                                  shard_size, cache_dir, progress and rank == 0, rank, world)
+        distributed.barrier()
+        if rank != 0:
+            return json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
+        results = _assemble(model_info, proto, custom, ov, per_dataset, names, cfg, started, time.time() - t0, world)
+        atomic_write_json(out / "results.json", results)
+    distributed.barrier()
+    return results
+
+
+class _null_lock:
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def __enter__(self) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        return self.out
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _evaluate_dataset(
+    lm: LoadedModel,
+    name: str,
+    proto: Protocol,
+    custom: bool,
+    model_info: dict[str, Any],
+    root: Path,
+    indices: dict[str, list[int]] | None,
+    cfg: EngineConfig,
+    out: Path,
+    shard_size: int,
+    cache_dir: str | Path | None,
+    show: bool,
+    rank: int,
+    world: int,
+) -> dict[str, Any]:
+    spec = _spec_for(name)
+    key = dataset_key(name)
+    ds = _open(spec, name, root, lm.image_size)
+    n_split = len(ds)
+    if n_split == 0:
+        from .errors import DataError
+
+        raise DataError(f"dataset {name} is empty under {root}", f"run `zsbench datasets verify {name}`")
+    if indices is not None and name in indices:
+        idx = np.asarray(sorted(set(int(i) for i in indices[name])), dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= n_split):
+            raise ZSBenchError(f"requested indices for {name} fall outside 0..{n_split - 1}")
+    else:
+        idx = select_indices(n_split, proto.samples_for(spec.name), proto.seed, spec.name)
+    subset_hash = indices_sha256(idx)
+    prompt_set = spec.prompt_set(proto.prompt_set)
+    plan = build_plan(proto, spec.num_classes)
+    labels = [eps_label(e) for e in sorted(proto.eps)]
+    run_cfg = {
+        "model_sha256": model_info.get("sha256"),
+        "model_spec": model_info.get("spec"),
+        "pretrained": model_info.get("pretrained"),
+        "arch": lm.arch,
+        "protocol": proto.name,
+        "version": proto.version,
+        "params": proto.params(),
+        "dataset": name,
+        "subset_sha256": subset_hash,
+        "shard_size": shard_size,
+        "prompts": sha256_json({"c": list(prompt_set.classnames), "t": list(prompt_set.templates)}),
+    }
+    shard_dir = out / "shards" / key
+    cfg_path = shard_dir / "config.json"
+    if cfg_path.exists():
+        previous = json.loads(cfg_path.read_text())
+        if previous != json.loads(json.dumps(run_cfg)):
+            raise ZSBenchError(
+                f"{out} holds a run of {name} with a different configuration",
+                "use another --out, or delete that directory to start over",
+            )
+    elif rank == 0:
+        atomic_write_json(cfg_path, run_cfg)
+    distributed.barrier()
+    bounds = shard_bounds(len(idx), shard_size)
+    shard_files = [shard_dir / f"{s:09d}-{e:09d}.jsonl" for s, e in bounds]
+    mine = [k for k in range(len(bounds)) if k % world == rank and not shard_files[k].exists()]
+    if mine:
+        clf = build_classifier(lm, prompt_set, cfg.device, Path(cache_dir) if cache_dir else None)
+        total = sum(bounds[k][1] - bounds[k][0] for k in mine)
+        bar = tqdm(total=total, desc=f"{name}", unit="img", disable=not show, leave=True, dynamic_ncols=True)
+        for k in mine:
+            s, e = bounds[k]
+            part = idx[s:e]
+            x, y = load_shard(ds, part.tolist(), cfg)
+            if (y < 0).any() or (y >= spec.num_classes).any():
+                from .errors import DataError
+
+                bad = int(part[int(torch.nonzero((y < 0) | (y >= spec.num_classes))[0])])
+                raise DataError(f"{name}: sample {bad} has a label outside 0..{spec.num_classes - 1}")
+            recs = evaluate_shard(clf, x, y, as_index_tensor(part), plan, cfg)
+            atomic_write_text(shard_files[k], records_to_jsonl(recs))
+            bar.update(e - s)
+            done = sum(r["clean_correct"] for r in recs)
+            bar.set_postfix(clean=f"{100 * done / max(1, len(recs)):.1f}%")
+        bar.close()
+    distributed.barrier()
+    if rank != 0:
+        return {}
+    text = "".join(f.read_text() for f in shard_files)
+    records = [json.loads(line) for line in text.splitlines()]
+    if [r["index"] for r in records] != idx.tolist():
+        raise RuntimeError(f"{name}: shard records do not match the evaluated indices; delete {shard_dir} and re-run")
+    samples_path = out / "samples" / f"{key}.jsonl"
+    atomic_write_text(samples_path, text)
+    summary = summarize(records, labels)
+    summary.update(
+        {
+            "n_split": n_split,
+            "num_classes": spec.num_classes,
+            "subset_sha256": subset_hash,
+            "samples_sha256": sha256_bytes(text.encode()),
+            "samples_file": f"samples/{key}.jsonl",
+            "prompt_set": proto.prompt_set,
+            "templates": len(prompt_set.templates),
+            "attacks_run": {eps_label(p.eps): [a.name for a in p.attacks] for p in plan},
+            "attacks_skipped": {eps_label(p.eps): p.skipped for p in plan if p.skipped},
+            "skipped": 0,
+        }
+    )
+    return summary
+
+
+def _mean(vals: list[float | None]) -> float | None:
+    vals = [v for v in vals if v is not None]
+    return round(sum(vals) / len(vals), 4) if vals else None
+
+
+def _assemble(model_info, proto, custom, overrides, per_dataset, names, cfg, started, wall, world) -> dict[str, Any]:
+    labels = [eps_label(e) for e in sorted(proto.eps)]
+    means: dict[str, Any] = {
+        "clean_acc": _mean([per_dataset[n]["clean_acc"] for n in names]),
+        "robust_acc": _mean([per_dataset[n].get("robust_acc") for n in names]),
+    }
+    if labels:
+        means["robust_acc_by_eps"] = {lab: _mean([per_dataset[n]["robust_acc_by_eps"][lab] for n in names]) for lab in labels}
+    from .sanity_hooks import run_consistency
+
+    sanity = run_consistency(per_dataset, labels)
+    return {
+        "schema": SCHEMA,
+        "model": model_info,
+        "protocol": {
+            "name": proto.name,
+            "version": proto.version,
+            "custom": bool(custom),
+            "overrides": {k: (list(v) if isinstance(v, tuple) else v) for k, v in overrides.items()},
+            "description": proto.description,
+            "params": proto.params(),
+        },
+        "datasets": per_dataset,
+        "means": means,
+        "sanity": sanity,
+        "provenance": provenance(cfg.seed, cfg.device, cfg.precision, started, wall, world),
+    }

@@ -1,0 +1,127 @@
+"""`zsbench evaluate`: flags -> `zsrobust_bench.evaluate.evaluate`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import ZSBenchError
+from .protocols import parse_eps
+from .report import format_results_table
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from exc
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from exc
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
+    return v
+
+
+def _eps(text: str) -> float:
+    try:
+        v = parse_eps(text)
+    except ZSBenchError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from exc
+    if v < 0:
+        raise argparse.ArgumentTypeError("epsilon must be >= 0")
+    return v
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a model's clean and robust zero-shot accuracy",
+        description="Evaluate MODEL zero-shot under a named protocol. Writes OUT/results.json and "
+        "OUT/samples/<dataset>.jsonl; re-running the same command resumes.",
+    )
+    p.add_argument("model", metavar="MODEL",
+                   help="checkpoint (.pt/.pth/.pth.tar/.bin/.safetensors), open_clip ARCH:PRETRAINED tag, or hf-hub:ORG/NAME")
+    p.add_argument("--datasets", nargs="+", metavar="NAME",
+                   help="dataset names, aliases, suites (tecoa16, pmg16, fare14, synthetic) or imagefolder:PATH; "
+                   "default: the protocol's suite")
+    p.add_argument("--protocol", default="tecoa-pgd", help="named protocol (see `zsbench protocols list`); default tecoa-pgd")
+    p.add_argument("--arch", help="open_clip model name or path to an open_clip model-config JSON")
+    p.add_argument("--pretrained", help="base weights for what the checkpoint lacks: open_clip tag or full checkpoint path")
+    p.add_argument("--out", type=Path, help="output directory (default: runs/<model>-<protocol>)")
+    p.add_argument("--data-root", type=Path, help="dataset root (default: $ZSBENCH_DATA or ~/.cache/zsbench/data)")
+    g = p.add_argument_group("protocol overrides (any of these marks the run `custom`)")
+    g.add_argument("--eps", nargs="+", type=_eps, help="attack radius/radii, e.g. 1/255 4/255")
+    g.add_argument("--steps", type=_nonneg_int, help="attack iterations (PGD steps)")
+    g.add_argument("--step-size", type=_eps, help="PGD step size, e.g. 1/255")
+    g.add_argument("--restarts", type=_positive_int, help="PGD random restarts")
+    g.add_argument("--samples", type=_positive_int, help="evaluate a seeded subset of this many samples per dataset")
+    g.add_argument("--seed", type=int, help="seed for subsets and random starts (default: the protocol's)")
+    g.add_argument("--prompt-set", help="prompt set: tecoa (single template) or clip (ensemble)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--batch-size", type=_positive_int, default=128, help="samples attacked at once (default 128)")
+    p.add_argument("--workers", type=_nonneg_int, default=0, help="data-loading worker processes (default 0)")
+    p.add_argument("--shard-size", type=_positive_int, default=512, help="samples per resumable shard (default 512)")
+    p.add_argument("--json", action="store_true", help="print results.json to stdout instead of a table")
+    p.set_defaults(func=_cmd)
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    ov: dict[str, Any] = {}
+    if args.eps is not None:
+        ov["eps"] = args.eps
+    if args.steps is not None:
+        ov["steps"] = args.steps
+    if args.step_size is not None:
+        ov["step_size"] = args.step_size
+    if args.restarts is not None:
+        ov["restarts"] = args.restarts
+    if args.samples is not None:
+        ov["samples"] = args.samples
+    if args.prompt_set is not None:
+        ov["prompt_set"] = args.prompt_set
+    return ov
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    out = args.out or Path("runs") / f"{Path(args.model).stem.replace(':', '_')}-{args.protocol}"
+    results = evaluate(
+        args.model,
+        args.datasets,
+        protocol=args.protocol,
+        out=out,
+        arch=args.arch,
+        pretrained=args.pretrained,
+        data_root=args.data_root,
+        seed=args.seed,
+        device=args.device or default_device(),
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        shard_size=args.shard_size,
+        overrides=overrides_from_args(args),
+    )
+    if not results:  # non-zero rank under torchrun
+        return 0
+    if args.json:
+        print(json.dumps(results, indent=2, sort_keys=True))
+    else:
+        print(format_results_table(results))
+        print(f"\nresults: {out / 'results.json'}")
+    return 0

@@ -1,0 +1,58 @@
+"""The project's own self-describing checkpoint: safetensors with the architecture, base weights
+and kind in its metadata, so `zsbench evaluate FILE` needs no extra flags."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save as st_save
+
+from ..fileio import atomic_write_bytes
+
+KINDS = ("full", "vision-only", "visual-prompt")
+
+
+def save_native(
+    path: str | os.PathLike,
+    state: dict[str, torch.Tensor],
+    *,
+    arch: str,
+    arch_config: dict[str, Any] | None,
+    kind: str,
+    pretrained: str | None = None,
+    prompts: dict[str, torch.Tensor] | None = None,
+    extra: dict[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+    compact_token_rows: list[int] | None = None,
+) -> Path:
+    """Write a zsbench checkpoint atomically.
+
+    `state` uses open_clip full-model keys (only `visual.*` for vision-only). `compact_token_rows`
+    stores just those rows of the token table (the rest load as zeros): for tiny exported models
+    whose prompts use a small vocabulary.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}")
+    tensors: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        t = v.detach().cpu()
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        tensors[k] = t.contiguous()
+    if compact_token_rows is not None and "token_embedding.weight" in tensors:
+        table = tensors.pop("token_embedding.weight")
+        rows = torch.tensor(sorted(set(compact_token_rows)), dtype=torch.int64)
+        tensors["token_embedding.weight.__rows__"] = rows
+        tensors["token_embedding.weight.__values__"] = table[rows].contiguous()
+        tensors["token_embedding.weight.__shape__"] = torch.tensor(list(table.shape), dtype=torch.int64)
+    for k, v in (prompts or {}).items():
+        tensors[f"prompter.{k}"] = v.detach().cpu().contiguous()
+    info = {"arch": arch, "arch_config": arch_config, "kind": kind, "pretrained": pretrained, **(extra or {})}
+    meta = {"zsbench_format": "1", "zsbench_model": json.dumps(info, sort_keys=True)}
+    path = Path(path)
+    atomic_write_bytes(path, st_save(tensors, metadata=meta))
+    return path
