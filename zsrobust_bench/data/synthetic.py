@@ -209,7 +209,9 @@ class SyntheticCaptions(Dataset):
         return torch.from_numpy(img), caption(scene, _rng(f"caption-{self.epoch}", i))
 
 
-def _open_synthetic(spec: DatasetSpec, data_root: Path | None, image_size: int, split: str | None = None) -> Dataset:
+def _open_synthetic(
+    spec: DatasetSpec, data_root: Path | None, image_size: int, split: str | None = None
+) -> Dataset:
     task = spec.name.removeprefix("synth-")
     return SyntheticTask(task, split or spec.eval_split)
 
