@@ -1,0 +1,177 @@
+"""Helpers for the leaderboard tests: a stub protocol registry and fake evaluation runs on disk."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from zsrobust_bench.data.subsets import indices_sha256
+from zsrobust_bench.fileio import sha256_bytes
+from zsrobust_bench.leaderboard import protocols_ref
+
+REPO = Path(__file__).resolve().parents[1]
+SEED_REPORTED = REPO / "submissions" / "tga-zsr-vit-b32"
+
+STUB_PROTOCOLS = {
+    "stub-pgd": SimpleNamespace(
+        name="stub-pgd", version=1, suite=None, datasets=("alpha", "beta"), synthetic=False
+    ),
+    "stub-aa": SimpleNamespace(
+        name="stub-aa",
+        version=1,
+        suite=None,
+        datasets=("alpha", "beta"),
+        synthetic=False,
+        params=lambda: {"norm": "Linf", "eps": (2 / 255, 4 / 255), "samples": 40, "seed": 0},
+    ),
+    "stub-synthetic": SimpleNamespace(
+        name="stub-synthetic", version=1, suite=None, datasets=("synth-a", "synth-b"), synthetic=True
+    ),
+}
+EPS = {"stub-pgd": [1 / 255], "stub-aa": [2 / 255, 4 / 255], "stub-synthetic": [4 / 255]}
+
+
+def install_stub_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Route registered-protocol lookups to STUB_PROTOCOLS (tests only)."""
+    monkeypatch.setattr(protocols_ref, "_get_registered", lambda name: STUB_PROTOCOLS.get(name))
+
+
+def _records(dataset: str, n: int, labels: list[str]) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(sum(map(ord, dataset)))
+    indices = np.sort(rng.choice(10 * n, size=n, replace=False))
+    out = []
+    for i in indices.tolist():
+        label = int(rng.integers(0, 10))
+        clean_ok = bool(rng.random() < 0.7)
+        rec: dict[str, Any] = {
+            "index": i,
+            "label": label,
+            "clean_pred": label if clean_ok else (label + 1) % 10,
+            "clean_correct": clean_ok,
+        }
+        robust = []
+        for k, _ in enumerate(labels):
+            ok = clean_ok and bool(rng.random() < 0.5 / (k + 1)) and (not robust or robust[-1])
+            robust.append(ok)
+        rec["robust_correct"] = robust[0]
+        rec["broken_by"] = None if robust[0] or not clean_ok else "pgd"
+        rec["broken_step"] = None if robust[0] or not clean_ok else int(rng.integers(0, 100))
+        if len(labels) > 1:
+            rec["by_eps"] = {
+                lab: {"robust_correct": ok, "broken_by": None if ok else "apgd-ce", "broken_step": None}
+                for lab, ok in zip(labels, robust, strict=True)
+            }
+        out.append(rec)
+    return out
+
+
+def _pct(values: list[bool]) -> float:
+    return round(100.0 * sum(values) / len(values), 4)
+
+
+def make_run(
+    root: Path,
+    protocol: str = "stub-pgd",
+    *,
+    n: int = 40,
+    custom: bool = False,
+    checkpoint: bytes = b"fake checkpoint bytes",
+    name: str = "run",
+) -> Path:
+    """A run folder like `zsbench evaluate --out` writes: results.json plus samples/<dataset>.jsonl."""
+    run = root / name
+    (run / "samples").mkdir(parents=True)
+    ckpt = run / "model.safetensors"
+    ckpt.write_bytes(checkpoint)
+    eps = EPS[protocol]
+    labels = [protocols_ref.eps_label(e) for e in eps]
+    datasets: dict[str, Any] = {}
+    for ds in STUB_PROTOCOLS[protocol].datasets:
+        recs = _records(ds, n, labels)
+        text = "".join(json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n" for r in recs)
+        (run / "samples" / f"{ds}.jsonl").write_text(text)
+        by_eps = {labels[0]: _pct([r["robust_correct"] for r in recs])}
+        for lab in labels[1:]:
+            by_eps[lab] = _pct([r["by_eps"][lab]["robust_correct"] for r in recs])
+        datasets[ds] = {
+            "n": n,
+            "n_split": 10 * n,
+            "clean_acc": _pct([r["clean_correct"] for r in recs]),
+            "robust_acc": by_eps[labels[0]],
+            "robust_acc_by_eps": by_eps,
+            "subset_sha256": indices_sha256(np.array([r["index"] for r in recs], dtype=np.int64)),
+            "samples_sha256": sha256_bytes(text.encode()),
+            "samples_file": f"samples/{ds}.jsonl",
+        }
+
+    def mean(key: str, lab: str | None = None) -> float:
+        vals = [d[key][lab] if lab else d[key] for d in datasets.values()]
+        return round(sum(vals) / len(vals), 4)
+
+    results = {
+        "schema": "zsbench.results/1",
+        "model": {
+            "spec": str(ckpt),
+            "format": "safetensors",
+            "sha256": sha256_bytes(checkpoint),
+            "arch": "ViT-B-32",
+            "pretrained": "openai",
+            "kind": "full",
+            "random_init": False,
+        },
+        "protocol": {
+            "name": protocol,
+            "version": 1,
+            "custom": custom,
+            "overrides": {"pgd.steps": 10} if custom else {},
+            "params": {
+                "norm": "Linf",
+                "eps": eps,
+                "attacks": [{"name": "pgd", "steps": 100}],
+                "samples": n,
+                "prompt_set": "tecoa",
+                "precision": "fp32",
+                "seed": 0,
+            },
+        },
+        "datasets": datasets,
+        "means": {
+            "clean_acc": mean("clean_acc"),
+            "robust_acc": mean("robust_acc"),
+            "robust_acc_by_eps": {lab: mean("robust_acc_by_eps", lab) for lab in labels},
+        },
+        "sanity": {},
+        "provenance": {
+            "zsbench_version": "0.1.0",
+            "packages": {},
+            "seed": 0,
+            "device": "cpu",
+            "precision": "fp32",
+            "started": "2024-01-01T00:00:00Z",
+            "finished": "2024-01-01T00:01:00Z",
+            "wall_seconds": 60.0,
+        },
+    }
+    (run / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    return run
+
+
+def load_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def dump_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def copy_reported(submissions: Path, entry: Path = SEED_REPORTED) -> Path:
+    """Copy a committed reported entry into a scratch submissions tree."""
+    target = submissions / entry.name
+    shutil.copytree(entry, target)
+    return target

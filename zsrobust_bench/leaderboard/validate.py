@@ -1,0 +1,444 @@
+"""`zsbench leaderboard validate`: schema, averages, protocol, custom runs, hashes, ids, digests, paths."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Any
+
+from ..errors import SubmissionError
+from ..fileio import sha256_file
+from .digest import accuracy, decode_digest
+from .entries import EVALUATED, Entry, ResultsFile, load_tree
+from .paths import CARD_FILE, DIGEST_DIR, RESULTS_DIR, is_inside, normalized_id, relative_path_problem
+from .problems import Problem
+from .protocols_ref import ProtocolInfo, RegistryUnavailable, eps_label, lookup_protocol
+from .schema import DIGEST_SCHEMA, schema_problems
+from .scores import scores_from_reported
+
+EVALUATED_TOL = 0.01  # percentage points: two-decimal rounding of both the parts and the mean
+
+
+def _decimals(x: float) -> int:
+    text = repr(float(x))
+    if "e" in text:
+        return 6
+    return len(text.split(".")[1].rstrip("0")) if "." in text else 0
+
+
+def _reported_tol(stated: float, values: list[float], decimals: int | None = None) -> float:
+    """Rounding slack for a published mean of published (rounded) numbers: half a unit of each."""
+    d_mean = decimals if decimals is not None else max(_decimals(stated), 1)
+    d_in = decimals if decimals is not None else min(max(_decimals(v), 1) for v in values)
+    return 0.5 * 10**-d_mean + 0.5 * 10**-d_in + 1e-9
+
+
+def _check_mean(
+    file: str, field: str, stated: Any, values: list[Any], tol: float | None, decimals: int | None = None
+) -> list[Problem]:
+    """Compare a stated mean with the unweighted mean of `values` (tol None: published-rounding slack)."""
+    known = [float(v) for v in values if v is not None]
+    if not known:
+        return [] if stated is None else [Problem(file, field, f"is {stated} but no dataset has this number")]
+    if stated is None:
+        return [Problem(file, field, "is missing although the datasets have this number")]
+    expected = sum(known) / len(known)
+    slack = _reported_tol(stated, known, decimals) if tol is None else tol
+    if abs(stated - expected) <= slack:
+        return []
+    return [
+        Problem(
+            file,
+            field,
+            f"is {stated} but the mean of the {len(known)} per-dataset numbers is {expected:.4f} "
+            f"(allowed rounding difference {slack:.3f})",
+        )
+    ]
+
+
+# ---------------------------------------------------------------- evaluated results
+
+
+def evaluated_mean_problems(rf: ResultsFile) -> list[Problem]:
+    """Means equal the per-dataset numbers; robust_acc agrees with robust_acc_by_eps and stays below clean."""
+    ds: dict[str, Any] = rf.doc["datasets"]
+    means: dict[str, Any] = rf.doc["means"]
+    f = rf.file
+    problems = _check_mean(
+        f, "means.clean_acc", means.get("clean_acc"), [v.get("clean_acc") for v in ds.values()], EVALUATED_TOL
+    )
+    problems += _check_mean(
+        f,
+        "means.robust_acc",
+        means.get("robust_acc"),
+        [v.get("robust_acc") for v in ds.values()],
+        EVALUATED_TOL,
+    )
+    labels = sorted(
+        {k for v in ds.values() for k in (v.get("robust_acc_by_eps") or {})}
+        | set(means.get("robust_acc_by_eps") or {})
+    )
+    for label in labels:
+        stated = (means.get("robust_acc_by_eps") or {}).get(label)
+        values = [(v.get("robust_acc_by_eps") or {}).get(label) for v in ds.values()]
+        problems += _check_mean(f, f"means.robust_acc_by_eps.{label}", stated, values, EVALUATED_TOL)
+    eps = rf.doc["protocol"]["params"].get("eps") or []
+    first = eps_label(float(eps[0])) if eps else None
+    for name, v in ds.items():
+        by_eps = v.get("robust_acc_by_eps") or {}
+        robust, clean = v.get("robust_acc"), v.get("clean_acc")
+        if first in by_eps and robust is not None and abs(by_eps[first] - robust) > EVALUATED_TOL:
+            problems.append(
+                Problem(
+                    f,
+                    f"datasets.{name}.robust_acc",
+                    f"is {robust} but robust_acc_by_eps.{first} is {by_eps[first]}",
+                )
+            )
+        for label, value in [("", robust), *by_eps.items()]:
+            if value is not None and clean is not None and value > clean + EVALUATED_TOL:
+                field = f"datasets.{name}.robust_acc" + (f"_by_eps.{label}" if label else "")
+                problems.append(
+                    Problem(
+                        f, field, f"is {value}, above clean accuracy {clean}: impossible for one sample set"
+                    )
+                )
+    return problems
+
+
+def protocol_problems(rf: ResultsFile) -> tuple[ProtocolInfo | None, list[Problem]]:
+    """The protocol is known, at its version, and (for runs) neither custom nor overridden."""
+    proto = rf.doc["protocol"]
+    f = rf.file
+    problems: list[Problem] = []
+    if proto["name"] != rf.protocol:
+        problems.append(
+            Problem(f, "protocol.name", f"is {proto['name']!r} but the file is named {rf.path.name!r}")
+        )
+    try:
+        info = lookup_protocol(proto["name"])
+    except RegistryUnavailable as exc:
+        return None, [*problems, Problem(f, "protocol.name", exc.message)]
+    if info is None:
+        return None, [
+            *problems,
+            Problem(f, "protocol.name", f"unknown protocol {proto['name']!r}: see `zsbench protocols list`"),
+        ]
+    if info.version != proto["version"]:
+        problems.append(
+            Problem(
+                f,
+                "protocol.version",
+                f"is {proto['version']} but protocol {info.name!r} is at version {info.version}",
+            )
+        )
+    if rf.kind == EVALUATED:
+        if info.kind != "registered":
+            problems.append(
+                Problem(
+                    f,
+                    "protocol.name",
+                    f"{info.name!r} is a reported-only protocol; evaluated runs use a registered one",
+                )
+            )
+        if proto.get("custom"):
+            problems.append(
+                Problem(
+                    f,
+                    "protocol.custom",
+                    "custom runs are not ranked: re-run the named protocol without overrides",
+                )
+            )
+        if info.params is not None and not proto.get("custom"):
+            for key in sorted(set(info.params) | set(proto["params"])):
+                if key in info.params and proto["params"].get(key) != info.params[key]:
+                    problems.append(
+                        Problem(
+                            f, f"protocol.params.{key}", f"differs from frozen {info.name} v{info.version}"
+                        )
+                    )
+        if proto.get("overrides"):
+            keys = ", ".join(sorted(proto["overrides"]))
+            problems.append(
+                Problem(
+                    f, "protocol.overrides", f"the protocol was modified ({keys}); such runs are not ranked"
+                )
+            )
+    return info, problems
+
+
+def _suite_problems(rf: ResultsFile, info: ProtocolInfo) -> list[Problem]:
+    if not info.datasets:
+        return []
+    have, want = set(rf.doc["datasets"]), set(info.datasets)
+    problems = []
+    if rf.kind == EVALUATED and want - have:
+        problems.append(
+            Problem(
+                rf.file, "datasets", f"protocol {info.name!r} also needs: {', '.join(sorted(want - have))}"
+            )
+        )
+    if have - want:
+        problems.append(
+            Problem(
+                rf.file,
+                "datasets",
+                f"not datasets of protocol {info.name!r}: {', '.join(sorted(have - want))}",
+            )
+        )
+    return problems
+
+
+def _hash_problems(entry: Entry, rf: ResultsFile) -> list[Problem]:
+    if entry.card is None:
+        return []
+    card_sha = (entry.card.get("checkpoint") or {}).get("sha256")
+    run_sha = rf.doc["model"].get("sha256")
+    if card_sha == run_sha:
+        if run_sha is None:
+            return [
+                Problem(
+                    rf.file,
+                    "model.sha256",
+                    "no checkpoint hash: the numbers cannot be tied to a file",
+                    "warning",
+                )
+            ]
+        return []
+    return [
+        Problem(
+            rf.file,
+            "model.sha256",
+            f"{run_sha} does not match checkpoint.sha256 {card_sha} in {entry.card_file}",
+        )
+    ]
+
+
+def _digest_problems(entry: Entry, rf: ResultsFile) -> list[Problem]:
+    path = entry.dir / DIGEST_DIR / f"{rf.protocol}.json.gz"
+    dfile = str(path)
+    try:
+        doc = decode_digest(path)
+    except SubmissionError as exc:
+        return [Problem(dfile, "", f"{exc.message}; create it with `zsbench submit RUN_DIR --id {entry.id}`")]
+    except (OSError, EOFError, zlib.error, ValueError) as exc:
+        return [Problem(dfile, "", f"is not a gzipped JSON digest: {str(exc)[:200]}")]
+    problems = schema_problems(doc, DIGEST_SCHEMA, dfile)
+    if problems:
+        return problems
+    if doc["protocol"] != rf.protocol:
+        problems.append(Problem(dfile, "protocol", f"is {doc['protocol']!r}, expected {rf.protocol!r}"))
+    results_ds: dict[str, Any] = rf.doc["datasets"]
+    for name in sorted(set(results_ds) ^ set(doc["datasets"])):
+        where = "results" if name not in results_ds else "digest"
+        problems.append(Problem(dfile, f"datasets.{name}", f"dataset is missing from the {where}"))
+    for name in sorted(set(results_ds) & set(doc["datasets"])):
+        problems += _digest_dataset_problems(rf, dfile, name, results_ds[name], doc["datasets"][name])
+    return problems
+
+
+def _digest_dataset_problems(
+    rf: ResultsFile, dfile: str, name: str, res: dict[str, Any], dg: dict[str, Any]
+) -> list[Problem]:
+    problems = []
+    n = dg["n"]
+    columns = ["index", "label", "clean_pred", "clean_correct", "robust_correct", "broken_by", "broken_step"]
+    lengths = {c: len(dg[c]) for c in columns} | {
+        f"by_eps.{k}": len(v) for k, v in (dg.get("by_eps") or {}).items()
+    }
+    for col, length in lengths.items():
+        if length != n:
+            problems.append(Problem(dfile, f"datasets.{name}.{col}", f"has {length} values but n is {n}"))
+    if problems:
+        return problems
+    if res["n"] != n:
+        problems.append(
+            Problem(rf.file, f"datasets.{name}.n", f"is {res['n']} but the digest has {n} records")
+        )
+    if res.get("samples_sha256") and res["samples_sha256"] != dg["samples_sha256"]:
+        problems.append(
+            Problem(dfile, f"datasets.{name}.samples_sha256", "does not match samples_sha256 in the results")
+        )
+    if res.get("subset_sha256"):
+        import numpy as np
+
+        from ..data.subsets import indices_sha256
+
+        if indices_sha256(np.asarray(dg["index"], dtype=np.int64)) != res["subset_sha256"]:
+            problems.append(
+                Problem(dfile, f"datasets.{name}.index", "the sample indices do not hash to subset_sha256")
+            )
+    checks = [
+        ("clean_acc", res.get("clean_acc"), dg["clean_correct"]),
+        ("robust_acc", res.get("robust_acc"), dg["robust_correct"]),
+    ]
+    for label, flags in (dg.get("by_eps") or {}).items():
+        checks.append((f"robust_acc_by_eps.{label}", (res.get("robust_acc_by_eps") or {}).get(label), flags))
+    for field, stated, flags in checks:
+        recomputed = accuracy(flags)
+        if stated is None or recomputed is None:
+            if (stated is None) != (recomputed is None):
+                problems.append(
+                    Problem(
+                        rf.file, f"datasets.{name}.{field}", f"is {stated} but the records give {recomputed}"
+                    )
+                )
+            continue
+        if abs(stated - recomputed) > EVALUATED_TOL:
+            problems.append(
+                Problem(
+                    rf.file,
+                    f"datasets.{name}.{field}",
+                    f"is {stated} but the per-sample records give {recomputed:.4f}",
+                )
+            )
+    return problems
+
+
+# ---------------------------------------------------------------- reported results
+
+
+def _reported_problems(rf: ResultsFile, info: ProtocolInfo) -> list[Problem]:
+    s = scores_from_reported(rf.doc)
+    f = rf.file
+    problems = []
+    if (
+        s.mean_clean is None
+        and not s.mean_robust
+        and not any(v is not None for v in s.clean.values())
+        and not any(s.robust.values())
+    ):
+        problems.append(Problem(f, "means", "holds no numbers"))
+    if info.eps:
+        for label in s.eps:
+            if label not in info.eps:
+                problems.append(
+                    Problem(
+                        f,
+                        "means.robust_acc_by_eps",
+                        f"eps {label} is not part of protocol {info.name!r} ({', '.join(info.eps)})",
+                    )
+                )
+    over = s.over
+    if over is not None and info.datasets:
+        extra = sorted(set(over) - set(info.datasets))
+        if extra:
+            problems.append(
+                Problem(f, "means.over", f"not datasets of protocol {info.name!r}: {', '.join(extra)}")
+            )
+    if over is None or any(d not in s.datasets for d in over):
+        return problems  # the means cover datasets the source does not list one by one
+    dec = rf.doc["decimals"]
+    metrics = [("means.clean_acc", s.mean_clean, [s.clean[d] for d in over])]
+    for label in s.eps:
+        values = [s.robust[d].get(label) for d in over]
+        metrics.append((f"means.robust_acc_by_eps.{label}", s.mean_robust.get(label), values))
+    acknowledged = set(rf.doc.get("source_inconsistent", []))
+    for field, stated, values in metrics:
+        if stated is None or any(v is None for v in values):
+            continue  # a source may print a mean without its parts
+        found = _check_mean(f, field, stated, values, None, dec)
+        if field in acknowledged:
+            found = [
+                Problem(p.file, p.field, f"{p.message}; kept as published (see note)", "warning")
+                for p in found
+            ]
+            if not found:
+                found = [Problem(f, "source_inconsistent", f"{field} is listed but its mean does agree")]
+        problems += found
+    for field in sorted(acknowledged - {m[0] for m in metrics}):
+        problems.append(Problem(f, "source_inconsistent", f"{field} is not a mean of this file"))
+    return problems
+
+
+# ---------------------------------------------------------------- cards and entries
+
+
+def _card_problems(entry: Entry) -> list[Problem]:
+    card = entry.card
+    if card is None:
+        return []
+    f = entry.card_file
+    problems = []
+    if card.get("id") != entry.id:
+        problems.append(Problem(f, "id", f"is {card.get('id')!r} but the entry folder is {entry.id!r}"))
+    threat = card.get("threat_model")
+    if isinstance(threat, dict) and threat.get("norm") in ("Linf", "L2") and not threat.get("eps"):
+        problems.append(Problem(f, "threat_model.eps", f"is required for norm {threat['norm']}"))
+    ckpt = card.get("checkpoint") or {}
+    rel = ckpt.get("path")
+    if rel is not None:
+        why = relative_path_problem(rel)
+        target = entry.dir / rel if why is None else None
+        if why is None and not is_inside(target, entry.dir):
+            why = "leaves the entry folder"
+        if why:
+            problems.append(Problem(f, "checkpoint.path", why))
+        elif not target.is_file() or target.is_symlink():
+            problems.append(Problem(f, "checkpoint.path", f"{rel!r} is not a file in the entry folder"))
+        elif ckpt.get("sha256") and sha256_file(target) != ckpt["sha256"]:
+            problems.append(Problem(f, "checkpoint.sha256", f"does not match the file {rel!r}"))
+    return problems
+
+
+def _id_problems(entries: list[Entry]) -> list[Problem]:
+    users: dict[str, list[str]] = {}
+    for entry in entries:
+        declared = entry.card.get("id") if entry.card else None
+        keys = {normalized_id(entry.id)}
+        if isinstance(declared, str):
+            keys.add(normalized_id(declared))
+        for key in keys:
+            users.setdefault(key, []).append(entry.card_file)
+    problems = []
+    for key, files in users.items():
+        for f in files if len(files) > 1 else []:
+            others = ", ".join(o for o in files if o != f)
+            problems.append(Problem(f, "id", f"duplicate id {key!r}: also used by {others}"))
+    return problems
+
+
+def _entry_problems(entry: Entry) -> list[Problem]:
+    problems = _card_problems(entry)
+    if not entry.results and not (entry.dir / "results").is_dir():
+        problems.append(Problem(entry.card_file, "", "entry has no results yet; it is not shown", "warning"))
+    for rf in entry.results:
+        info, found = protocol_problems(rf)
+        problems += found
+        if rf.kind == EVALUATED:
+            problems += evaluated_mean_problems(rf)
+            problems += _hash_problems(entry, rf)
+            problems += _digest_problems(entry, rf)
+        elif info is not None:
+            problems += _reported_problems(rf, info)
+        if info is not None:
+            problems += _suite_problems(rf, info)
+    return problems
+
+
+def resolve_target(path: Path) -> tuple[Path, str | None]:
+    """(submissions root, single entry id or None) for a path to the tree or to one entry folder."""
+    if ((path / CARD_FILE).exists() or (path / RESULTS_DIR).is_dir()) and path.parent != path:
+        return path.parent, path.name
+    return path, None
+
+
+def validate_entries(entries: list[Entry]) -> list[Problem]:
+    """Semantic checks of already-loaded entries (no id-uniqueness check)."""
+    problems: list[Problem] = []
+    for entry in entries:
+        problems += _entry_problems(entry)
+    return problems
+
+
+def validate_submissions(path: str | Path = "submissions") -> list[Problem]:
+    """Every problem in a submissions tree (or one entry folder), sorted by file and field."""
+    root, only = resolve_target(Path(path))
+    entries, problems = load_tree(root)
+    problems += _id_problems(entries)
+    if only is not None:
+        prefix = str(root / only)
+        problems = [p for p in problems if p.file == prefix or p.file.startswith(prefix + "/")]
+        entries = [e for e in entries if e.id == only]
+    problems += validate_entries(entries)
+    return sorted(set(problems))
