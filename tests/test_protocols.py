@@ -1,0 +1,164 @@
+"""Protocols: frozen definitions, overrides that mark a run custom, `zsbench protocols list|show`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from zsrobust_bench.attacks.registry import build_attacks
+from zsrobust_bench.errors import ZSBenchError
+from zsrobust_bench.protocols import apply_overrides, eps_label, get_protocol, list_protocols, parse_eps
+from zsrobust_bench.protocols_cli import COLUMNS, register_cli
+
+# A frozen protocol never changes: editing any parameter must come with a new version (and a new
+# line here). If this test fails, bump `version` of the protocol you changed.
+FROZEN = {
+    ("tecoa-pgd", 1): "40c7cba46528449e4a1d80667f1c226c240e9ef800eb8a19bdbb173643aefe98",
+    ("tecoa-cw", 1): "3ae7e07da273f51bb7fd4679d4208666bbaeeef028dcab219210a5d8b5791cfa",
+    ("fare-aa", 1): "635c5efd9d3050a1cd653775d747f254df26cc4f34589eba6e14ca695ce99220",
+    ("aa-standard", 1): "b3c0d1ad14d08746f71efc98ae401d49ceb268ae6b518260626341b2533f44c0",
+    ("clean", 1): "8277233173e9a8442581b96c96f6b4b21ad667b9de18dfefdc74da236da787ad",
+    ("synthetic-pgd", 1): "4d59a5a43409fa8674bda6e47108d88a92b5f82b0d39e462b45ba8e5c9192de1",
+}
+
+
+def test_frozen_fingerprints():
+    assert {(p.name, p.version): p.fingerprint() for p in list_protocols()} == FROZEN
+
+
+def test_design_table_values():
+    pgd = get_protocol("tecoa-pgd")
+    assert pgd.eps == (1 / 255,) and pgd.norm == "Linf" and pgd.samples is None and pgd.precision == "fp32"
+    assert pgd.attacks[0].name == "pgd" and pgd.attacks[0].params["steps"] == 100
+    assert pgd.attacks[0].params["step_size"] == 1 / 255 and pgd.attacks[0].params["random_start"] is True
+    assert get_protocol("tecoa-cw").attacks[0].name == "pgd-cw"
+    fare = get_protocol("fare-aa")
+    assert [eps_label(e) for e in fare.eps] == ["2/255", "4/255"] and fare.prompt_set == "clip"
+    assert [a.name for a in fare.attacks] == ["apgd-ce", "apgd-t"]
+    assert fare.samples_for("imagenet") == 5000 and fare.samples_for("cifar10") == 1000
+    aa = get_protocol("aa-standard")
+    assert [a.name for a in aa.attacks] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert aa.attacks[3].params["n_queries"] == 5000 and aa.attacks[2].params["n_target_classes"] == 9
+    assert get_protocol("clean").attacks == ()
+    with pytest.raises(ZSBenchError, match="unknown protocol"):
+        get_protocol("pgd-100")
+
+
+@pytest.mark.parametrize("protocol", [p.name for p in list_protocols()])
+def test_every_attack_builds_and_records_its_params(protocol):
+    proto = get_protocol(protocol)
+    for eps in proto.eps:
+        attacks, records = build_attacks(proto.attack_steps(), eps, 1000, norm=proto.norm)
+        assert [a.name for a in attacks] == [a.name for a in proto.attacks]
+        for step, rec in zip(proto.attacks, records, strict=True):
+            assert rec["params"]["eps"] == eps
+            for key, value in step.params.items():
+                if key != "n_target_classes":
+                    assert rec["params"][key] == value, (protocol, step.name, key)
+            if "n_target_classes" in step.params:
+                assert rec["params"]["n_target_classes"] == 9
+
+
+def test_overrides_mark_custom_only_on_change():
+    base = get_protocol("tecoa-pgd")
+    assert apply_overrides(base, {}) == (base, False)
+    same, custom = apply_overrides(base, {"steps": 100, "eps": ["1/255"], "seed": 0, "samples": None})
+    assert not custom and same == base
+    new, custom = apply_overrides(base, {"steps": 10, "step_size": "0.5/255"})
+    assert custom and new.attacks[0].params["steps"] == 10 and new.attacks[0].params["step_size"] == 0.5 / 255
+    assert base.attacks[0].params["steps"] == 100  # the frozen protocol is untouched
+    assert new.fingerprint() != base.fingerprint()
+    assert apply_overrides(base, {"seed": 1})[1]
+
+
+def test_override_aliases_and_scoped_names():
+    aa = get_protocol("aa-standard")
+    new, custom = apply_overrides(aa, {"steps": 10, "restarts": 2, "square.n_queries": "100"})
+    params = {a.name: a.params for a in new.attacks}
+    assert custom
+    assert params["apgd-ce"]["n_iter"] == params["apgd-t"]["n_iter"] == params["fab-t"]["n_iter"] == 10
+    assert params["apgd-ce"]["n_restarts"] == params["square"]["n_restarts"] == 2
+    assert params["square"]["n_queries"] == 100  # text coerced to the frozen type
+    only_t, _ = apply_overrides(aa, {"apgd-t.n_target_classes": 3})
+    assert {
+        a.name: a.params["n_target_classes"] for a in only_t.attacks if "n_target_classes" in a.params
+    } == {
+        "apgd-t": 3,
+        "fab-t": 9,
+    }
+
+
+def test_samples_override_applies_to_every_dataset():
+    fare, custom = apply_overrides(get_protocol("fare-aa"), {"samples": 200})
+    assert custom and fare.samples_for("imagenet") == 200 and fare.samples_for("dtd") == 200
+    full, _ = apply_overrides(get_protocol("fare-aa"), {"samples": "full"})
+    assert full.samples_for("imagenet") is None
+
+
+@pytest.mark.parametrize(
+    ("protocol", "overrides", "message"),
+    [
+        ("tecoa-pgd", {"stepz": 3}, "no attack of this protocol has that parameter"),
+        ("aa-standard", {"step_size": 1 / 255}, "no attack of this protocol has that parameter"),
+        ("tecoa-pgd", {"square.n_queries": 10}, "it runs no attack 'square'"),
+        ("tecoa-pgd", {"pgd.n_iter": 10}, "no attack of this protocol has that parameter"),
+        ("tecoa-pgd", {"steps": -1}, "needs steps >= 0"),
+        ("tecoa-pgd", {"norm": "L1"}, "norm must be one of"),
+        ("tecoa-pgd", {"precision": "fp8"}, "precision must be one of"),
+        ("tecoa-pgd", {"eps": [0]}, "positive"),
+        ("tecoa-pgd", {"pgd.random_start": "maybe"}, "expected true or false"),
+        ("tecoa-pgd", {"samples": 0}, "samples must be positive"),
+        ("clean", {"eps": ["1/255"]}, "runs no attack"),
+    ],
+)
+def test_bad_overrides_fail_clearly(protocol, overrides, message):
+    with pytest.raises(ZSBenchError, match=message):
+        apply_overrides(get_protocol(protocol), overrides)
+
+
+def test_eps_label_and_parse():
+    assert eps_label(1 / 255) == "1/255" and eps_label(4 / 255) == "4/255" and eps_label(0.5) == "0.5"
+    assert parse_eps("4/255") == 4 / 255 and parse_eps(" 0.25 ") == 0.25
+    with pytest.raises(ZSBenchError, match="cannot parse epsilon"):
+        parse_eps("four")
+
+
+def _cli(argv: list[str], capsys) -> str:
+    parser = argparse.ArgumentParser(prog="zsbench")
+    register_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    assert args.func(args) == 0
+    return capsys.readouterr().out
+
+
+def test_cli_list_table_shows_every_parameter(capsys):
+    out = _cli(["protocols", "list"], capsys)
+    header = out.splitlines()[0]
+    assert all(c.upper() in header for c in COLUMNS)
+    for p in list_protocols():
+        assert p.name in out
+        for step in p.attacks:
+            for key in step.params:
+                assert f"{key}=" in out
+    assert "Linf 2/255, 4/255" in out and "1000 (imagenet 5000)" in out
+    assert "square(n_queries=5000, p_init=0.8, n_restarts=1, rescale_schedule=False)" in out
+    assert "pgd(steps=100, step_size=1/255, random_start=True, restarts=1)" in out
+
+
+def test_cli_list_json_rows(capsys):
+    rows = json.loads(_cli(["protocols", "list", "--json"], capsys))
+    assert [r["name"] for r in rows] == [p.name for p in list_protocols()]
+    for row in rows:
+        assert set(COLUMNS) <= set(row)
+        proto = get_protocol(row["name"])
+        assert row["params"] == json.loads(json.dumps(proto.params()))
+        assert row["fingerprint"] == FROZEN[(proto.name, proto.version)]
+
+
+def test_cli_show(capsys):
+    out = _cli(["protocols", "show", "aa-standard"], capsys)
+    assert "fab-t(n_iter=100" in out and "fingerprint: " + FROZEN[("aa-standard", 1)] in out
+    row = json.loads(_cli(["protocols", "show", "fare-aa", "--json"], capsys))
+    assert row["threat"] == "Linf 2/255, 4/255" and row["templates"] == "clip"

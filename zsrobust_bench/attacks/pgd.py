@@ -1,0 +1,164 @@
+"""Projected gradient descent in pixel space (Linf sign steps or L2 normalised steps).
+
+Worst case over iterates: a sample counts as broken if any evaluated iterate (the random start
+included) is misclassified, so stopping a broken sample early never changes its outcome.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .base import PoolState, StepwiseAttack, sample_generator
+from .losses import LOSS_REDUCTION, get_loss
+
+
+def _per_sample_uniform(
+    ids: torch.Tensor, shape: tuple[int, ...], seed: int, name: str, restart: int
+) -> torch.Tensor:
+    """Uniform[-1,1] noise for each sample from its own generator (independent of batch packing)."""
+    rows = [
+        torch.rand(shape, generator=sample_generator(seed, name, int(i), restart)) * 2 - 1
+        for i in ids.tolist()
+    ]
+    return torch.stack(rows) if rows else torch.zeros((0, *shape))
+
+
+def _per_sample_l2_ball(
+    ids: torch.Tensor, shape: tuple[int, ...], seed: int, name: str, restart: int
+) -> torch.Tensor:
+    """Uniform samples from the unit L2 ball, one generator per sample."""
+    rows = []
+    numel = 1
+    for s in shape:
+        numel *= s
+    for i in ids.tolist():
+        g = sample_generator(seed, name, int(i), restart)
+        v = torch.randn(shape, generator=g)
+        r = torch.rand((), generator=g) ** (1.0 / numel)
+        rows.append(v / v.norm().clamp_min(1e-12) * r)
+    return torch.stack(rows) if rows else torch.zeros((0, *shape))
+
+
+class PGD(StepwiseAttack):
+    """PGD with random start, optional restarts, CE or CW-margin loss, Linf or L2."""
+
+    def __init__(
+        self,
+        eps: float,
+        steps: int = 100,
+        step_size: float | None = None,
+        norm: str = "Linf",
+        loss: str = "ce",
+        random_start: bool = True,
+        restarts: int = 1,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(eps)
+        if norm not in ("Linf", "L2"):
+            raise ValueError(f"PGD norm must be Linf or L2, got {norm!r}")
+        if steps < 0 or restarts < 1:
+            raise ValueError("PGD needs steps >= 0 and restarts >= 1")
+        self.total_steps = int(steps)
+        self.step_size = float(
+            step_size if step_size is not None else (eps / 4 if norm == "Linf" else eps / 5)
+        )
+        self.norm = norm
+        self.loss_name = loss
+        self.loss = get_loss(loss)
+        self.random_start = bool(random_start)
+        self.restarts = int(restarts)
+        self.name = name or ("pgd" if loss == "ce" else f"pgd-{loss}")
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "attack": self.name,
+            "norm": self.norm,
+            "eps": self.eps,
+            "steps": self.total_steps,
+            "step_size": self.step_size,
+            "loss": self.loss_name,
+            "loss_reduction": LOSS_REDUCTION[self.loss_name],
+            "loss_dtype": "fp32",
+            "random_start": self.random_start,
+            "restarts": self.restarts,
+            "iterate": "worst-case over iterates",
+        }
+
+    def _start(self, x: torch.Tensor, ids: torch.Tensor, seed: int, restart: int) -> torch.Tensor:
+        if not self.random_start or self.eps == 0:
+            return torch.zeros_like(x)
+        shape = tuple(x.shape[1:])
+        if self.norm == "Linf":
+            noise = _per_sample_uniform(ids, shape, seed, self.name, restart) * self.eps
+        else:
+            noise = _per_sample_l2_ball(ids, shape, seed, self.name, restart) * self.eps
+        noise = noise.to(device=x.device, dtype=x.dtype)
+        return (x + noise).clamp(0, 1) - x
+
+    def init(
+        self, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor, seed: int, restart: int = 0
+    ) -> PoolState:
+        n = x.shape[0]
+        ids = ids.to("cpu", torch.int64)
+        return PoolState(
+            x=x,
+            y=y,
+            ids=ids,
+            delta=self._start(x, ids, seed, restart),
+            step=torch.zeros(n, dtype=torch.int64, device=x.device),
+            restart=torch.full((n,), restart, dtype=torch.int64, device=x.device),
+            extra={
+                "seed": torch.full((n,), seed, dtype=torch.int64, device=x.device),
+                "nonfinite": torch.zeros(n, dtype=torch.bool, device=x.device),
+            },
+        )
+
+    def _project(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        if self.norm == "Linf":
+            delta = delta.clamp(-self.eps, self.eps)
+        else:
+            norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+            delta = delta * (self.eps / norms).clamp(max=1.0).view(-1, *([1] * (delta.dim() - 1)))
+        return (x + delta).clamp(0, 1) - x
+
+    def step(self, model: nn.Module, state: PoolState) -> tuple[PoolState, torch.Tensor]:
+        x_adv = (state.x + state.delta).detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(x_adv)
+            loss = self.loss(logits, state.y)
+            grad = torch.autograd.grad(loss, x_adv, allow_unused=True)[0] if loss.requires_grad else None
+        if grad is None:
+            raise RuntimeError(
+                f"{self.name}: the logits have no gradient path to the input (forward detached or under "
+                "no_grad); gradient attacks cannot evaluate this model"
+            )
+        # A non-finite gradient entry gives no direction; zero it so delta stays finite.
+        grad = torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad))
+        logits = logits.detach()
+        finite = torch.isfinite(logits).all(dim=1)
+        broken = (logits.argmax(dim=1) != state.y) & finite
+        state.extra["nonfinite"] = ~finite
+        can_step = (state.step < self.total_steps).view(-1, *([1] * (grad.dim() - 1)))
+        if self.norm == "Linf":
+            update = self.step_size * grad.sign()
+        else:
+            gnorm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (grad.dim() - 1)))
+            update = self.step_size * grad / gnorm
+        delta = torch.where(can_step, self._project(state.x, state.delta + update), state.delta)
+        new = PoolState(
+            x=state.x,
+            y=state.y,
+            ids=state.ids,
+            delta=delta.detach(),
+            step=state.step + 1,
+            restart=state.restart,
+            extra=state.extra,
+        )
+        return new, broken
+
+    def finished(self, state: PoolState) -> torch.Tensor:
+        # `step` counts evaluated iterates; iterates 0..total_steps are all checked.
+        return state.step > self.total_steps

@@ -1,0 +1,174 @@
+"""Attack registry: a name maps to a builder taking (eps, num_classes, **params), plus what it accepts.
+
+`build_attack` returns None when an attack does not apply to a dataset (too few classes);
+`skip_reason` says why, and `build_attacks` turns a protocol's attack list into the attacks that
+run plus one record per requested attack (what ran, with every parameter, or why it was skipped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .autoattack import APGD, APGDTargeted, FABTargeted, Square
+from .base import Attack
+from .pgd import PGD
+
+Builder = Callable[..., Attack | None]
+
+
+@dataclass(frozen=True)
+class AttackInfo:
+    """A registered attack: its builder, the parameters it accepts and the fewest classes it needs."""
+
+    name: str
+    builder: Builder
+    params: tuple[str, ...] | None  # None: not declared (not validated)
+    min_classes: int
+    description: str
+
+
+_ATTACKS: dict[str, AttackInfo] = {}
+
+
+def register_attack(
+    name: str, *, params: Sequence[str] | None = None, min_classes: int = 2, description: str = ""
+) -> Callable[[Builder], Builder]:
+    """Decorator registering `builder(eps, num_classes, **params)` under `name`."""
+
+    def deco(fn: Builder) -> Builder:
+        if name in _ATTACKS:
+            raise ValueError(f"attack {name!r} registered twice")
+        declared = tuple(params) if params is not None else None
+        _ATTACKS[name] = AttackInfo(
+            name, fn, declared, int(min_classes), description or (fn.__doc__ or "").strip()
+        )
+        return fn
+
+    return deco
+
+
+def attack_names() -> list[str]:
+    """Every registered attack name, sorted."""
+    return sorted(_ATTACKS)
+
+
+def attack_info(name: str) -> AttackInfo:
+    """The registry entry for `name`; unknown names fail with the known ones."""
+    if name not in _ATTACKS:
+        raise KeyError(f"unknown attack {name!r}; known: {attack_names()}")
+    return _ATTACKS[name]
+
+
+def skip_reason(name: str, num_classes: int) -> str | None:
+    """Why attack `name` does not apply to a dataset with `num_classes` classes (None if it does)."""
+    info = attack_info(name)
+    if num_classes < info.min_classes:
+        return f"{name} needs at least {info.min_classes} classes; the dataset has {num_classes}"
+    return None
+
+
+def build_attack(name: str, eps: float, num_classes: int, **params: Any) -> Attack | None:
+    """Build attack `name` at `eps`; returns None when it does not apply (e.g. targeted with C <= 2)."""
+    info = attack_info(name)
+    if num_classes < 2:
+        raise ValueError(f"a classification dataset needs at least 2 classes, got {num_classes}")
+    if info.params is not None:
+        unknown = sorted(set(params) - set(info.params))
+        if unknown:
+            raise ValueError(f"attack {name!r} has no parameter(s) {unknown}; it accepts {list(info.params)}")
+    if skip_reason(name, num_classes) is not None:
+        return None
+    return info.builder(eps=eps, num_classes=num_classes, **params)
+
+
+def build_attacks(
+    steps: Sequence[tuple[str, Mapping[str, Any]]], eps: float, num_classes: int, norm: str = "Linf"
+) -> tuple[list[Attack], list[dict[str, Any]]]:
+    """Build a protocol's attack sequence for one dataset and eps.
+
+    Returns the attacks to run, in order, and one record per requested attack:
+    {"requested", "ran" (name or None), "params" (of what ran) or "skipped" (reason)}.
+    """
+    attacks: list[Attack] = []
+    records: list[dict[str, Any]] = []
+    for name, params in steps:
+        attack = build_attack(name, eps, num_classes, norm=norm, **dict(params))
+        if attack is None:
+            reason = skip_reason(name, num_classes) or f"{name} does not apply"
+            records.append({"requested": name, "ran": None, "skipped": reason})
+            continue
+        attacks.append(attack)
+        records.append({"requested": name, "ran": attack.name, "params": attack.params()})
+    return attacks, records
+
+
+_PGD_PARAMS = ("steps", "step_size", "norm", "random_start", "restarts")
+_APGD_PARAMS = ("n_iter", "n_restarts", "rho", "eot_iter", "norm")
+
+
+@register_attack(
+    "pgd", params=_PGD_PARAMS, description="PGD on cross-entropy summed in fp32, worst case over iterates"
+)
+def _pgd(eps: float, num_classes: int, **p: Any) -> Attack:
+    return PGD(eps, loss="ce", name="pgd", **p)
+
+
+@register_attack(
+    "pgd-cw", params=_PGD_PARAMS, description="TeCoA's CW: PGD on the margin loss -relu(z_y - max_j z_j + 50)"
+)
+def _pgd_cw(eps: float, num_classes: int, **p: Any) -> Attack:
+    return PGD(eps, loss="cw", name="pgd-cw", **p)
+
+
+@register_attack("apgd-ce", params=_APGD_PARAMS, description="APGD on cross-entropy (pyautoattack)")
+def _apgd_ce(eps: float, num_classes: int, **p: Any) -> Attack:
+    return APGD(eps, num_classes, loss="ce", **p)
+
+
+@register_attack(
+    "apgd-dlr", params=_APGD_PARAMS, min_classes=3, description="APGD on the DLR loss (pyautoattack)"
+)
+def _apgd_dlr(eps: float, num_classes: int, **p: Any) -> Attack:
+    return APGD(eps, num_classes, loss="dlr", **p)
+
+
+@register_attack(
+    "apgd-t",
+    params=(*_APGD_PARAMS, "n_target_classes"),
+    min_classes=3,
+    description="APGD on targeted DLR, min(9, C-1) targets (pyautoattack); untargeted APGD-DLR when C == 3",
+)
+def _apgd_t(eps: float, num_classes: int, **p: Any) -> Attack:
+    if num_classes == 3:
+        # The reference targeted DLR loss reads the 4th-largest logit (IndexError with 3 classes).
+        p.pop("n_target_classes", None)
+        return APGD(
+            eps,
+            num_classes,
+            loss="dlr",
+            note="substitutes apgd-t: targeted DLR needs >= 4 classes, the dataset has 3",
+            **p,
+        )
+    return APGDTargeted(eps, num_classes, **p)
+
+
+@register_attack(
+    "fab-t",
+    params=("n_iter", "n_restarts", "n_target_classes", "alpha_max", "eta", "beta", "norm"),
+    min_classes=3,
+    description="targeted FAB, min(9, C-1) targets (pyautoattack)",
+)
+def _fab_t(eps: float, num_classes: int, **p: Any) -> Attack:
+    return FABTargeted(eps, num_classes, **p)
+
+
+@register_attack(
+    "square",
+    params=("n_queries", "p_init", "n_restarts", "rescale_schedule", "norm"),
+    min_classes=3,
+    description="Square Attack, margin loss (pyautoattack); not run on 2-class datasets (APGD-CE alone)",
+)
+def _square(eps: float, num_classes: int, **p: Any) -> Attack:
+    return Square(eps, num_classes, **p)

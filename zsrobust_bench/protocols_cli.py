@@ -1,0 +1,112 @@
+"""`zsbench protocols list|show`: every named protocol with every parameter (table or JSON)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from .protocols import Protocol, eps_label, get_protocol, list_protocols
+
+COLUMNS = ("name", "version", "suite", "threat", "attacks", "samples", "templates", "precision", "seed")
+
+
+PIXEL_PARAMS = ("step_size",)  # radii in pixel units, shown as k/255
+
+
+def _value(key: str, v: Any) -> str:
+    if isinstance(v, float):
+        return eps_label(v) if key in PIXEL_PARAMS else f"{v:g}"
+    return str(v)
+
+
+def _attack_text(name: str, params: dict[str, Any]) -> str:
+    inner = ", ".join(f"{k}={_value(k, v)}" for k, v in params.items())
+    return f"{name}({inner})"
+
+
+def protocol_row(p: Protocol) -> dict[str, Any]:
+    """One row: the table's columns as text plus the structured values behind them (for --json)."""
+    threat = "none" if not p.eps else f"{p.norm} " + ", ".join(eps_label(e) for e in p.eps)
+    samples = "full split" if p.samples is None else str(p.samples)
+    if p.samples_by_dataset:
+        samples += " (" + ", ".join(f"{k} {v}" for k, v in sorted(p.samples_by_dataset.items())) + ")"
+    return {
+        "name": p.name,
+        "version": p.version,
+        "suite": p.suite or "any",
+        "threat": threat,
+        "attacks": [_attack_text(a.name, a.params) for a in p.attacks] or ["none"],
+        "samples": samples,
+        "templates": p.prompt_set,
+        "precision": p.precision,
+        "seed": p.seed,
+        "description": p.description,
+        "params": p.params(),
+        "fingerprint": p.fingerprint(),
+    }
+
+
+def render_table(rows: list[dict[str, Any]], columns: tuple[str, ...] = COLUMNS) -> str:
+    """A plain-text table; a list cell takes one line per item."""
+    cells = [
+        [[str(x) for x in r[c]] if isinstance(r[c], list) else [str(r[c])] for c in columns] for r in rows
+    ]
+    widths = [max([len(c)] + [len(line) for row in cells for line in row[i]]) for i, c in enumerate(columns)]
+    out = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    out.append("  ".join("-" * w for w in widths))
+    for row in cells:
+        for k in range(max(len(cell) for cell in row)):
+            parts = [(cell[k] if k < len(cell) else "").ljust(w) for cell, w in zip(row, widths, strict=True)]
+            out.append("  ".join(parts).rstrip())
+    return "\n".join(out)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    rows = [protocol_row(p) for p in list_protocols()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(render_table(rows))
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    row = protocol_row(get_protocol(args.name))
+    if args.json:
+        print(json.dumps(row, indent=2))
+        return 0
+    print(render_table([row]))
+    print(f"\n{row['description']}\nfingerprint: {row['fingerprint']}")
+    return 0
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add `protocols list [--json]` and `protocols show NAME [--json]`."""
+    p = subparsers.add_parser(
+        "protocols",
+        help="list the named, frozen evaluation protocols",
+        description="Named evaluation protocols. Each is frozen: changing any parameter makes a new version, and "
+        "a run that overrides one is marked custom.",
+    )
+    sub = p.add_subparsers(dest="protocols_command", metavar="SUBCOMMAND", required=True)
+    lp = sub.add_parser(
+        "list",
+        help="every protocol with every parameter",
+        description="Every protocol with every "
+        "parameter: threat model, attacks and their settings, samples, templates, precision, seed.",
+    )
+    lp.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON array of objects (one per protocol) instead of a table",
+    )
+    lp.set_defaults(func=_cmd_list)
+    sp = sub.add_parser(
+        "show",
+        help="one protocol in full",
+        description="One protocol with every parameter, its description and fingerprint.",
+    )
+    sp.add_argument("name", help="protocol name, e.g. tecoa-pgd")
+    sp.add_argument("--json", action="store_true", help="print a JSON object instead of text")
+    sp.set_defaults(func=_cmd_show)
