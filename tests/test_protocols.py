@@ -107,7 +107,7 @@ def test_samples_override_applies_to_every_dataset():
         ("tecoa-pgd", {"steps": -1}, "needs steps >= 0"),
         ("tecoa-pgd", {"norm": "L1"}, "norm must be one of"),
         ("tecoa-pgd", {"precision": "fp8"}, "precision must be one of"),
-        ("tecoa-pgd", {"eps": [0]}, "positive"),
+        ("tecoa-pgd", {"eps": [-1 / 255]}, "non-negative"),
         ("tecoa-pgd", {"pgd.random_start": "maybe"}, "expected true or false"),
         ("tecoa-pgd", {"samples": 0}, "samples must be positive"),
         ("clean", {"eps": ["1/255"]}, "runs no attack"),
@@ -162,3 +162,9 @@ def test_cli_show(capsys):
     assert "fab-t(n_iter=100" in out and "fingerprint: " + FROZEN[("aa-standard", 1)] in out
     row = json.loads(_cli(["protocols", "show", "fare-aa", "--json"], capsys))
     assert row["threat"] == "Linf 2/255, 4/255" and row["templates"] == "clip"
+
+
+def test_eps_zero_is_allowed_and_custom():
+    """eps=0 is a legal (custom) run: it must reproduce clean accuracy exactly."""
+    new, custom = apply_overrides(get_protocol("tecoa-pgd"), {"eps": [0.0]})
+    assert custom and new.eps == (0.0,)

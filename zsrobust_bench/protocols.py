@@ -221,8 +221,8 @@ def _top_level(protocol: Protocol, key: str, value: Any) -> Any:
             raise _bad(protocol, key, "this protocol runs no attack")
         values = [value] if isinstance(value, (str, int, float)) else list(value)
         eps = tuple(sorted(parse_eps(v) if isinstance(v, str) else float(v) for v in values))
-        if not eps or any(e <= 0 for e in eps):
-            raise _bad(protocol, key, "eps must be one or more positive numbers")
+        if not eps or any(e < 0 for e in eps):
+            raise _bad(protocol, key, "eps must be one or more non-negative numbers")
         return eps
     if key == "norm":
         if not protocol.attacks or value not in NORMS:

@@ -18,6 +18,7 @@ from torch import nn
 from ..errors import CheckpointError, ZSBenchError
 from ..fileio import sha256_file
 from .arch import require_arch, resolve_arch
+from .arch_guard import check_embedded
 from .formats import ParsedCheckpoint, parse_checkpoint
 from .prompters import build_prompted_visual
 from .safe_load import check_finite, read_checkpoint
@@ -54,16 +55,40 @@ def _image_geometry(model: nn.Module) -> tuple[int, tuple[float, ...], tuple[flo
     return size, mean, std
 
 
+class _DropNoPretrainedNotice(logging.Filter):
+    """open_clip logs 'No pretrained weights loaded' when we build a model we are about to fill with
+    a full checkpoint; that notice would be wrong there, so it is dropped (random init is reported
+    by zsbench itself, loudly, where it really happens)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+def _create_empty(arch_name: str) -> nn.Module:
+    root = logging.getLogger()
+    filt = _DropNoPretrainedNotice()
+    root.addFilter(filt)
+    for h in root.handlers:
+        h.addFilter(filt)
+    try:
+        return open_clip.create_model(arch_name, pretrained=None)
+    finally:
+        root.removeFilter(filt)
+        for h in root.handlers:
+            h.removeFilter(filt)
+
+
 def _create(arch_name: str, pretrained: str | None) -> tuple[nn.Module, str | None, bool]:
     """Build `arch_name` with base weights: an open_clip tag, a full checkpoint file, or none."""
     if pretrained is None:
-        return open_clip.create_model(arch_name, pretrained=None), None, True
+        return _create_empty(arch_name), None, True
     if Path(pretrained).is_file():
-        model = open_clip.create_model(arch_name, pretrained=None)
+        model = _create_empty(arch_name)
         parsed = parse_checkpoint(*read_checkpoint(pretrained), where=str(pretrained))
         if parsed.kind != "full":
             raise CheckpointError(
-                f"--pretrained {pretrained} is a {parsed.kind} checkpoint", "base weights must be a full CLIP checkpoint"
+                f"--pretrained {pretrained} is a {parsed.kind} checkpoint",
+                "base weights must be a full CLIP checkpoint",
             )
         load_state(model, parsed.state, "full", str(pretrained))
         return model, f"file:{Path(pretrained).name}:sha256:{sha256_file(pretrained)}", False
@@ -78,8 +103,12 @@ def _create(arch_name: str, pretrained: str | None) -> tuple[nn.Module, str | No
     except (RuntimeError, OSError, ValueError) as exc:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         raise ZSBenchError(
-            f"could not obtain pretrained weights {arch_name}:{pretrained} ({type(exc).__name__}: {exc})".split("\n")[0],
-            "this machine is offline (HF_HUB_OFFLINE=1)" if offline else "check the network or the open_clip cache",
+            f"could not obtain pretrained weights {arch_name}:{pretrained} ({type(exc).__name__}: {exc})".split(
+                "\n"
+            )[0],
+            "this machine is offline (HF_HUB_OFFLINE=1)"
+            if offline
+            else "check the network or the open_clip cache",
         ) from exc
     return model, pretrained, False
 
@@ -119,7 +148,9 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], kind: str, wher
     model.load_state_dict(merged, strict=True)
 
 
-def _finish(model: nn.Module, arch: str, info: dict[str, Any], prompts: dict[str, torch.Tensor], warnings: list[str]) -> LoadedModel:
+def _finish(
+    model: nn.Module, arch: str, info: dict[str, Any], prompts: dict[str, torch.Tensor], warnings: list[str]
+) -> LoadedModel:
     model.eval()
     size, mean, std = _image_geometry(model)
     info.setdefault("num_params", int(sum(p.numel() for p in model.parameters())))
@@ -140,9 +171,17 @@ def load_model(spec: str, arch: str | None = None, pretrained: str | None = None
     if ":" in spec:
         a, tag = spec.split(":", 1)
         name, _ = resolve_arch(a)
-        model, base, random_init = _create(name, tag or None)
-        info = {"spec": spec, "format": "open_clip-pretrained", "sha256": None, "pretrained": base,
-                "kind": "full", "random_init": random_init}
+        if not tag:
+            raise ZSBenchError(f"model spec {spec!r} names no pretrained tag", "use ARCH:TAG, e.g. ViT-B-32:openai")
+        model, base, random_init = _create(name, tag)
+        info = {
+            "spec": spec,
+            "format": "open_clip-pretrained",
+            "sha256": None,
+            "pretrained": base,
+            "kind": "full",
+            "random_init": random_init,
+        }
         return _finish(model, name, info, {}, [])
     raise ZSBenchError(
         f"model {spec!r} is not a file, an open_clip ARCH:PRETRAINED tag or hf-hub:ORG/NAME",
@@ -154,11 +193,20 @@ def _load_hf_hub(spec: str) -> LoadedModel:
     try:
         model = open_clip.create_model(spec)
     except (RuntimeError, OSError, ValueError) as exc:
-        raise ZSBenchError(f"could not load {spec} ({type(exc).__name__}: {exc})".split("\n")[0],
-                           "needs internet or a populated Hugging Face cache") from exc
-    sha = _hub_weights_sha(spec[len("hf-hub:"):])
-    info = {"spec": spec, "format": "hf-hub", "sha256": sha, "pretrained": spec, "kind": "full",
-            "random_init": False, "tokenizer": spec}
+        raise ZSBenchError(
+            f"could not load {spec} ({type(exc).__name__}: {exc})".split("\n")[0],
+            "needs internet or a populated Hugging Face cache",
+        ) from exc
+    sha = _hub_weights_sha(spec[len("hf-hub:") :])
+    info = {
+        "spec": spec,
+        "format": "hf-hub",
+        "sha256": sha,
+        "pretrained": spec,
+        "kind": "full",
+        "random_init": False,
+        "tokenizer": spec,
+    }
     return _finish(model, spec, info, {}, [])
 
 
@@ -177,6 +225,7 @@ def _load_file(path: Path, arch: str | None, pretrained: str | None) -> LoadedMo
     sha = sha256_file(path)
     obj, meta = read_checkpoint(path)
     parsed: ParsedCheckpoint = parse_checkpoint(obj, meta, where)
+    check_embedded(parsed.arch, parsed.arch_config, parsed.pretrained, path.stat().st_size, where)
     warnings: list[str] = []
     if arch is not None:
         arch_name, _ = resolve_arch(arch)
@@ -188,7 +237,9 @@ def _load_file(path: Path, arch: str | None, pretrained: str | None) -> LoadedMo
         arch_name, _ = resolve_arch(parsed.arch)
     elif parsed.default_arch is not None:
         arch_name, _ = resolve_arch(parsed.default_arch)
-        warnings.append(f"{parsed.format} checkpoint: assuming --arch {parsed.default_arch} (what its training code used)")
+        warnings.append(
+            f"{parsed.format} checkpoint: assuming --arch {parsed.default_arch} (what its training code used)"
+        )
     else:
         require_arch(parsed.state, where)
         raise AssertionError("unreachable")
@@ -198,7 +249,7 @@ def _load_file(path: Path, arch: str | None, pretrained: str | None) -> LoadedMo
         if base is not None:
             warnings.append(f"{parsed.format} checkpoint: taking the text tower from {arch_name}:{base}")
     if parsed.kind == "full":
-        model, _, _ = _create(arch_name, None)
+        model = _create_empty(arch_name)
         base_desc, random_init = base, False
     else:
         model, base_desc, random_init = _create(arch_name, base)
@@ -211,6 +262,13 @@ def _load_file(path: Path, arch: str | None, pretrained: str | None) -> LoadedMo
         load_state(model, dict(parsed.state), "full" if parsed.kind == "full" else "vision-only", where)
     prompts = dict(parsed.prompts)
     check_finite(prompts, where)
-    info = {"spec": str(path), "format": parsed.format, "sha256": sha, "pretrained": base_desc,
-            "kind": parsed.kind, "random_init": random_init, "notes": list(parsed.notes)}
+    info = {
+        "spec": str(path),
+        "format": parsed.format,
+        "sha256": sha,
+        "pretrained": base_desc,
+        "kind": parsed.kind,
+        "random_init": random_init,
+        "notes": list(parsed.notes),
+    }
     return _finish(model, arch_name, info, prompts, warnings)
