@@ -40,7 +40,11 @@ def run_demo(out: Path, device: str = "cpu", batch_size: int = 256, progress: bo
     submissions = out / "submissions"
     submit_run(run_dir, DEMO_ENTRY, submissions)
     files = build_leaderboard(submissions, out / "leaderboard")
-    return {"results": results, "leaderboard_files": files, "table": render_markdown_table([results], names=[DEMO_NAME])}
+    return {
+        "results": results,
+        "leaderboard_files": files,
+        "table": render_markdown_table([results], names=[DEMO_NAME]),
+    }
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:

@@ -10,20 +10,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from . import distributed
-from .attacks.registry import build_attack
+from .attacks.registry import build_attacks
 from .data.registry import expand, get_dataset
 from .data.spec import DatasetSpec
 from .data.subsets import indices_sha256, select_indices
-from .engine import EngineConfig, EpsAttacks, as_index_tensor, evaluate_shard, load_shard, records_to_jsonl, shard_bounds, summarize
-from .errors import ZSBenchError
+from .engine import (
+    EngineConfig,
+    EpsAttacks,
+    ShardSpec,
+    evaluate_shards,
+    merge_shards,
+    records_to_jsonl,
+    shard_bounds,
+)
+from .errors import DataError, ZSBenchError
 from .fileio import atomic_write_json, atomic_write_text, run_lock, sha256_bytes, sha256_json
 from .models.loader import LoadedModel, load_model
 from .protocols import Protocol, apply_overrides, eps_label, get_protocol
 from .provenance import now_iso, provenance
+from .sanity import attack_checks, consistency_checks
 from .zeroshot import build_classifier
 
 log = logging.getLogger(__name__)
@@ -53,19 +61,33 @@ def _open(spec: DatasetSpec, name: str, data_root: Path | None, image_size: int)
     return open_eval_dataset(spec, data_root, image_size)
 
 
-def build_plan(protocol: Protocol, num_classes: int) -> list[EpsAttacks]:
-    """Attacks per epsilon (ascending); attacks that do not apply to this class count are listed as skipped."""
-    plan = []
+def build_plan(
+    protocol: Protocol, num_classes: int
+) -> tuple[list[EpsAttacks], dict[str, list[dict[str, Any]]]]:
+    """Attacks per epsilon (ascending), plus per eps one record per requested attack: what ran with
+    all its parameters, or why it was skipped (e.g. targeted attacks with two classes)."""
+    plan, records = [], {}
     for eps in sorted(protocol.eps):
-        attacks, skipped = [], []
-        for step in protocol.attacks:
-            a = build_attack(step.name, eps, num_classes, **step.params)
-            if a is None:
-                skipped.append(step.name)
-            else:
-                attacks.append(a)
-        plan.append(EpsAttacks(eps, attacks, skipped))
-    return plan
+        attacks, recs = build_attacks(protocol.attack_steps(), eps, num_classes, norm=protocol.norm)
+        plan.append(EpsAttacks(eps, attacks, [r["requested"] for r in recs if r.get("ran") is None]))
+        records[eps_label(eps)] = recs
+    return plan, records
+
+
+def _attack_checks(
+    clf, ds, idx: np.ndarray, num_classes: int, seed: int, path: Path, device: str
+) -> list[dict[str, Any]]:
+    """Gradient-health and huge-eps masking checks on the first evaluated samples, computed once per run."""
+    if path.exists():
+        return json.loads(path.read_text())
+    import torch
+
+    rows = [ds[int(i)] for i in idx[:32]]
+    x = torch.stack([r[0] for r in rows]).float().to(device)
+    y = torch.as_tensor([int(r[1]) for r in rows]).to(device)
+    checks = attack_checks(clf, x, y, num_classes, seed=seed)
+    atomic_write_json(path, checks)
+    return checks
 
 
 def _check_precision(precision: str, device: str) -> None:
@@ -92,6 +114,7 @@ def evaluate(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     loaded: LoadedModel | None = None,
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a model under a protocol; writes out/results.json and out/samples/*.jsonl and returns the results.
 
@@ -107,7 +130,9 @@ def evaluate(
         custom = True
     names = expand(datasets) if datasets else expand([proto.suite] if proto.suite else [])
     if not names:
-        raise ZSBenchError("no datasets to evaluate", f"pass --datasets (protocol {proto.name} has no default suite)")
+        raise ZSBenchError(
+            "no datasets to evaluate", f"pass --datasets (protocol {proto.name} has no default suite)"
+        )
     from .data.paths import resolve_data_root
 
     root = resolve_data_root(str(data_root) if data_root is not None else None)
@@ -116,7 +141,14 @@ def evaluate(
     _check_precision(proto.precision, device)
     if shard_size <= 0 or batch_size <= 0:
         raise ZSBenchError("--batch-size and --shard-size must be positive")
-    cfg = EngineConfig(batch_size=batch_size, num_workers=num_workers, device=device, seed=proto.seed, precision=proto.precision)
+    cfg = EngineConfig(
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device,
+        seed=proto.seed,
+        precision=proto.precision,
+        compile=compile,
+    )
     started, t0 = now_iso(), time.time()
     lock = run_lock(out) if rank == 0 else _null_lock(out)
     with lock:
@@ -129,12 +161,29 @@ def evaluate(
         model_info = {k: v for k, v in lm.info.items() if not k.startswith("_")}
         per_dataset: dict[str, Any] = {}
         for name in names:
-            per_dataset[name] = _evaluate_dataset(lm, name, proto, custom, model_info, root, indices, cfg, out,
-                                                  shard_size, cache_dir, progress and rank == 0, rank, world)
+            per_dataset[name] = _evaluate_dataset(
+                lm,
+                name,
+                proto,
+                custom,
+                model_info,
+                root,
+                indices,
+                cfg,
+                out,
+                shard_size,
+                cache_dir,
+                progress and rank == 0,
+                rank,
+                world,
+            )
         distributed.barrier()
         if rank != 0:
+            distributed.barrier()  # rank 0 writes results.json, then meets us here
             return json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
-        results = _assemble(model_info, proto, custom, ov, per_dataset, names, cfg, started, time.time() - t0, world)
+        results = _assemble(
+            model_info, proto, custom, ov, per_dataset, names, cfg, started, time.time() - t0, world
+        )
         atomic_write_json(out / "results.json", results)
     distributed.barrier()
     return results
@@ -173,8 +222,6 @@ def _evaluate_dataset(
     ds = _open(spec, name, root, lm.image_size)
     n_split = len(ds)
     if n_split == 0:
-        from .errors import DataError
-
         raise DataError(f"dataset {name} is empty under {root}", f"run `zsbench datasets verify {name}`")
     if indices is not None and name in indices:
         idx = np.asarray(sorted(set(int(i) for i in indices[name])), dtype=np.int64)
@@ -184,7 +231,7 @@ def _evaluate_dataset(
         idx = select_indices(n_split, proto.samples_for(spec.name), proto.seed, spec.name)
     subset_hash = indices_sha256(idx)
     prompt_set = spec.prompt_set(proto.prompt_set)
-    plan = build_plan(proto, spec.num_classes)
+    plan, attack_records = build_plan(proto, spec.num_classes)
     labels = [eps_label(e) for e in sorted(proto.eps)]
     run_cfg = {
         "model_sha256": model_info.get("sha256"),
@@ -218,45 +265,49 @@ def _evaluate_dataset(
         clf = build_classifier(lm, prompt_set, cfg.device, Path(cache_dir) if cache_dir else None)
         total = sum(bounds[k][1] - bounds[k][0] for k in mine)
         bar = tqdm(total=total, desc=f"{name}", unit="img", disable=not show, leave=True, dynamic_ncols=True)
-        for k in mine:
-            s, e = bounds[k]
-            part = idx[s:e]
-            x, y = load_shard(ds, part.tolist(), cfg)
-            if (y < 0).any() or (y >= spec.num_classes).any():
-                from .errors import DataError
 
-                bad = int(part[int(torch.nonzero((y < 0) | (y >= spec.num_classes))[0])])
-                raise DataError(f"{name}: sample {bad} has a label outside 0..{spec.num_classes - 1}")
-            recs = evaluate_shard(clf, x, y, as_index_tensor(part), plan, cfg)
+        def write(k: int, recs: list[dict[str, Any]]) -> None:
             atomic_write_text(shard_files[k], records_to_jsonl(recs))
-            bar.update(e - s)
-            done = sum(r["clean_correct"] for r in recs)
-            bar.set_postfix(clean=f"{100 * done / max(1, len(recs)):.1f}%")
+
+        specs = [ShardSpec(k, idx[bounds[k][0] : bounds[k][1]]) for k in mine]
+        try:
+            stats = evaluate_shards(
+                clf, ds, specs, plan, cfg, write, num_classes=spec.num_classes, on_progress=bar.update
+            )
+        except DataError as exc:
+            raise DataError(f"{name}: {exc.message}", exc.hint) from exc
         bar.close()
+        distributed.write_engine_stats(shard_dir, rank, stats.as_dict())
+    if rank == 0 and any(p.attacks for p in plan) and not (shard_dir / "sanity.json").exists():
+        # also when a resume finds every shard done: a kill before sanity.json must not lose the checks
+        clf = build_classifier(lm, prompt_set, cfg.device, Path(cache_dir) if cache_dir else None)
+        _attack_checks(clf, ds, idx, spec.num_classes, proto.seed, shard_dir / "sanity.json", cfg.device)
     distributed.barrier()
     if rank != 0:
         return {}
-    text = "".join(f.read_text() for f in shard_files)
-    records = [json.loads(line) for line in text.splitlines()]
-    if [r["index"] for r in records] != idx.tolist():
-        raise RuntimeError(f"{name}: shard records do not match the evaluated indices; delete {shard_dir} and re-run")
     samples_path = out / "samples" / f"{key}.jsonl"
-    atomic_write_text(samples_path, text)
-    summary = summarize(records, labels)
+    summary, samples_sha = merge_shards(shard_files, samples_path, idx, labels)
     summary.update(
         {
             "n_split": n_split,
             "num_classes": spec.num_classes,
             "subset_sha256": subset_hash,
-            "samples_sha256": sha256_bytes(text.encode()),
+            "samples_sha256": samples_sha,
             "samples_file": f"samples/{key}.jsonl",
             "prompt_set": proto.prompt_set,
             "templates": len(prompt_set.templates),
             "attacks_run": {eps_label(p.eps): [a.name for a in p.attacks] for p in plan},
             "attacks_skipped": {eps_label(p.eps): p.skipped for p in plan if p.skipped},
+            "attacks": attack_records,
             "skipped": 0,
         }
     )
+    engine = distributed.read_engine_stats(shard_dir)
+    if engine:
+        summary["engine"] = engine
+    sanity_path = shard_dir / "sanity.json"
+    if sanity_path.exists():
+        summary["sanity"] = json.loads(sanity_path.read_text())
     return summary
 
 
@@ -265,17 +316,19 @@ def _mean(vals: list[float | None]) -> float | None:
     return round(sum(vals) / len(vals), 4) if vals else None
 
 
-def _assemble(model_info, proto, custom, overrides, per_dataset, names, cfg, started, wall, world) -> dict[str, Any]:
+def _assemble(
+    model_info, proto, custom, overrides, per_dataset, names, cfg, started, wall, world
+) -> dict[str, Any]:
     labels = [eps_label(e) for e in sorted(proto.eps)]
     means: dict[str, Any] = {
         "clean_acc": _mean([per_dataset[n]["clean_acc"] for n in names]),
         "robust_acc": _mean([per_dataset[n].get("robust_acc") for n in names]),
     }
     if labels:
-        means["robust_acc_by_eps"] = {lab: _mean([per_dataset[n]["robust_acc_by_eps"][lab] for n in names]) for lab in labels}
-    from .sanity_hooks import run_consistency
-
-    sanity = run_consistency(per_dataset, labels)
+        means["robust_acc_by_eps"] = {
+            lab: _mean([per_dataset[n]["robust_acc_by_eps"][lab] for n in names]) for lab in labels
+        }
+    sanity = _sanity_summary(per_dataset)
     return {
         "schema": SCHEMA,
         "model": model_info,
@@ -291,4 +344,19 @@ def _assemble(model_info, proto, custom, overrides, per_dataset, names, cfg, sta
         "means": means,
         "sanity": sanity,
         "provenance": provenance(cfg.seed, cfg.device, cfg.precision, started, wall, world),
+    }
+
+
+def _sanity_summary(per_dataset: dict[str, Any]) -> dict[str, Any]:
+    """All checks of the run: consistency (robust <= clean, monotone in eps) and per-dataset attack checks."""
+    consistency = consistency_checks(per_dataset)
+    warnings = [f"{c.get('dataset')}: {c['message']}" for c in consistency if c["status"] == "warning"]
+    for name, d in per_dataset.items():
+        for c in d.get("sanity", []):
+            if c.get("status") == "warning":
+                warnings.append(f"{name}: {c['message']}")
+    return {
+        "consistency": {"passed": all(c["status"] != "warning" for c in consistency), "checks": consistency},
+        "warnings": warnings,
+        "passed": not warnings,
     }

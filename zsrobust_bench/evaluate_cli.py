@@ -55,28 +55,55 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
         description="Evaluate MODEL zero-shot under a named protocol. Writes OUT/results.json and "
         "OUT/samples/<dataset>.jsonl; re-running the same command resumes.",
     )
-    p.add_argument("model", metavar="MODEL",
-                   help="checkpoint (.pt/.pth/.pth.tar/.bin/.safetensors), open_clip ARCH:PRETRAINED tag, or hf-hub:ORG/NAME")
-    p.add_argument("--datasets", nargs="+", metavar="NAME",
-                   help="dataset names, aliases, suites (tecoa16, pmg16, fare14, synthetic) or imagefolder:PATH; "
-                   "default: the protocol's suite")
-    p.add_argument("--protocol", default="tecoa-pgd", help="named protocol (see `zsbench protocols list`); default tecoa-pgd")
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help="checkpoint (.pt/.pth/.pth.tar/.bin/.safetensors), open_clip ARCH:PRETRAINED tag, or hf-hub:ORG/NAME",
+    )
+    p.add_argument(
+        "--datasets",
+        nargs="+",
+        metavar="NAME",
+        help="dataset names, aliases, suites (tecoa16, pmg16, fare14, synthetic) or imagefolder:PATH; "
+        "default: the protocol's suite",
+    )
+    p.add_argument(
+        "--protocol",
+        default="tecoa-pgd",
+        help="named protocol (see `zsbench protocols list`); default tecoa-pgd",
+    )
     p.add_argument("--arch", help="open_clip model name or path to an open_clip model-config JSON")
-    p.add_argument("--pretrained", help="base weights for what the checkpoint lacks: open_clip tag or full checkpoint path")
+    p.add_argument(
+        "--pretrained",
+        help="base weights for what the checkpoint lacks: open_clip tag or full checkpoint path",
+    )
     p.add_argument("--out", type=Path, help="output directory (default: runs/<model>-<protocol>)")
-    p.add_argument("--data-root", type=Path, help="dataset root (default: $ZSBENCH_DATA or ~/.cache/zsbench/data)")
+    p.add_argument(
+        "--data-root", type=Path, help="dataset root (default: $ZSBENCH_DATA or ~/.cache/zsbench/data)"
+    )
     g = p.add_argument_group("protocol overrides (any of these marks the run `custom`)")
     g.add_argument("--eps", nargs="+", type=_eps, help="attack radius/radii, e.g. 1/255 4/255")
     g.add_argument("--steps", type=_nonneg_int, help="attack iterations (PGD steps)")
     g.add_argument("--step-size", type=_eps, help="PGD step size, e.g. 1/255")
     g.add_argument("--restarts", type=_positive_int, help="PGD random restarts")
-    g.add_argument("--samples", type=_positive_int, help="evaluate a seeded subset of this many samples per dataset")
+    g.add_argument(
+        "--samples", type=_positive_int, help="evaluate a seeded subset of this many samples per dataset"
+    )
     g.add_argument("--seed", type=int, help="seed for subsets and random starts (default: the protocol's)")
     g.add_argument("--prompt-set", help="prompt set: tecoa (single template) or clip (ensemble)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
-    p.add_argument("--batch-size", type=_positive_int, default=128, help="samples attacked at once (default 128)")
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=128, help="samples attacked at once (default 128)"
+    )
     p.add_argument("--workers", type=_nonneg_int, default=0, help="data-loading worker processes (default 0)")
-    p.add_argument("--shard-size", type=_positive_int, default=512, help="samples per resumable shard (default 512)")
+    p.add_argument(
+        "--shard-size", type=_positive_int, default=512, help="samples per resumable shard (default 512)"
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the image tower (worth it on CUDA for long runs; the first batch pays the compile time)",
+    )
     p.add_argument("--json", action="store_true", help="print results.json to stdout instead of a table")
     p.set_defaults(func=_cmd)
 
@@ -115,6 +142,7 @@ def _cmd(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         num_workers=args.workers,
         shard_size=args.shard_size,
+        compile=args.compile,
         overrides=overrides_from_args(args),
     )
     if not results:  # non-zero rank under torchrun

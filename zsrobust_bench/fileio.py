@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,17 @@ def sha256_json(obj: Any) -> str:
     return sha256_bytes(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode())
 
 
+def sweep_stale_temp_files(directory: Path, older_than: float) -> list[Path]:
+    """Remove temp files a killed atomic write left under `directory` (call only while holding its lock)."""
+    removed = []
+    for p in directory.rglob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            if p.is_file() and not p.is_symlink() and p.stat().st_mtime < older_than:
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
 @contextlib.contextmanager
 def run_lock(directory: str | os.PathLike) -> Iterator[Path]:
     """Hold an exclusive lock on `directory/.lock` for the duration; a second holder fails at once."""
@@ -92,14 +104,18 @@ def run_lock(directory: str | os.PathLike) -> Iterator[Path]:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
+            fh.seek(0)
+            holder = fh.read(32).strip()
             raise RunLockedError(
-                f"run directory {directory} is in use by another zsbench process",
+                f"run directory {directory} is in use by another zsbench process"
+                + (f" (pid {holder})" if holder.isdigit() else ""),
                 "wait for it to finish or choose another --out",
             ) from exc
         fh.seek(0)
         fh.truncate()
         fh.write(f"{os.getpid()}\n")
         fh.flush()
+        sweep_stale_temp_files(directory, time.time())
         yield directory
     finally:
         with contextlib.suppress(OSError):

@@ -32,7 +32,9 @@ def git_commit() -> str | None:
     if not (root / ".git").exists():
         return None
     try:
-        res = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        res = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return res.stdout.strip() or None if res.returncode == 0 else None
@@ -48,7 +50,9 @@ def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def provenance(seed: int, device: str, precision: str, started: str, wall: float, world_size: int) -> dict[str, Any]:
+def provenance(
+    seed: int, device: str, precision: str, started: str, wall: float, world_size: int
+) -> dict[str, Any]:
     return {
         "zsbench_version": __version__,
         "git_commit": git_commit(),

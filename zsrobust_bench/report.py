@@ -16,21 +16,30 @@ def format_results_table(results: dict[str, Any]) -> str:
         rows.append([name, str(d["n"]), f"{d['clean_acc']:.2f}"] + [f"{by[lab]:.2f}" for lab in labels])
     m = results["means"]
     mby = m.get("robust_acc_by_eps") or {}
-    rows.append(["mean", "", f"{m['clean_acc']:.2f}" if m["clean_acc"] is not None else "-"]
-                + [f"{mby[lab]:.2f}" for lab in labels])
+    rows.append(
+        ["mean", "", f"{m['clean_acc']:.2f}" if m["clean_acc"] is not None else "-"]
+        + [f"{mby[lab]:.2f}" for lab in labels]
+    )
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))  # noqa: E731
+
+    def line(r: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+
     sep = "  ".join("-" * w for w in widths)
     custom = " (CUSTOM: overridden parameters, not comparable with the protocol)" if proto["custom"] else ""
     model = results["model"]
-    out = [f"model {model['spec']} [{model['format']}, {model['kind']}]  protocol {proto['name']} v{proto['version']}{custom}",
-           line(head), sep, *[line(r) for r in rows[:-1]], sep, line(rows[-1])]
+    out = [
+        f"model {model['spec']} [{model['format']}, {model['kind']}]  protocol {proto['name']} v{proto['version']}{custom}",
+        line(head),
+        sep,
+        *[line(r) for r in rows[:-1]],
+        sep,
+        line(rows[-1]),
+    ]
     if model.get("random_init"):
         out.append("WARNING: built WITHOUT pretrained weights for part of the model (random init)")
-    problems = results.get("sanity", {}).get("consistency", {}).get("problems", [])
-    for pr in problems:
-        out.append(f"SANITY: {pr}")
-    for key, val in results.get("sanity", {}).items():
-        if isinstance(val, dict) and val.get("warning"):
-            out.append(f"SANITY {key}: {val['warning']}")
+    for warning in results.get("sanity", {}).get("warnings", []):
+        out.append(f"SANITY WARNING: {warning}")
     return "\n".join(out)

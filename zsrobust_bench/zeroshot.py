@@ -85,13 +85,21 @@ def text_tower_hash(model: nn.Module) -> str:
             continue
         h.update(k.encode())
         h.update(str(v.dtype).encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes() if v.dtype != torch.bfloat16 else v.float().numpy().tobytes())
+        h.update(
+            v.detach().cpu().contiguous().numpy().tobytes()
+            if v.dtype != torch.bfloat16
+            else v.float().numpy().tobytes()
+        )
     return h.hexdigest()
 
 
 @torch.inference_mode()
 def compute_class_embeddings(
-    model: nn.Module, tokenizer, prompt_set: PromptSet, device: torch.device | str = "cpu", batch_size: int = 256
+    model: nn.Module,
+    tokenizer,
+    prompt_set: PromptSet,
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
 ) -> torch.Tensor:
     """Mean of normalised template embeddings per class, re-normalised. Shape (C, D), fp32."""
     out = []
@@ -120,8 +128,14 @@ def class_embeddings_cached(
     if tower is None:
         tower = text_tower_hash(loaded.model)
         loaded.info["_text_hash"] = tower
-    key = sha256_json({"text": tower, "tokenizer": loaded.info.get("tokenizer", loaded.arch),
-                       "classnames": list(prompt_set.classnames), "templates": list(prompt_set.templates)})
+    key = sha256_json(
+        {
+            "text": tower,
+            "tokenizer": loaded.info.get("tokenizer", loaded.arch),
+            "classnames": list(prompt_set.classnames),
+            "templates": list(prompt_set.templates),
+        }
+    )
     path = (cache_dir or cache_root()) / "text-heads" / f"{key}.safetensors"
     if path.is_file():
         data = path.read_bytes()
@@ -129,7 +143,13 @@ def class_embeddings_cached(
             tensors = st_load(data)
             emb = tensors["class_embeddings"]
             digest = tensors["digest"]
-            if sha256_bytes(emb.numpy().tobytes()) == bytes(digest.tolist()).hex():
+            well_formed = (
+                digest.dtype == torch.uint8
+                and emb.dtype == torch.float32
+                and emb.dim() == 2
+                and emb.shape[0] == len(prompt_set.classnames)
+            )
+            if well_formed and sha256_bytes(emb.numpy().tobytes()) == bytes(digest.tolist()).hex():
                 return emb, key
             log.warning("text-head cache %s failed its hash check; rebuilding", path)
         except (SafetensorError, KeyError, ValueError) as exc:
@@ -142,7 +162,10 @@ def class_embeddings_cached(
 
 
 def build_classifier(
-    loaded: LoadedModel, prompt_set: PromptSet, device: torch.device | str = "cpu", cache_dir: Path | None = None
+    loaded: LoadedModel,
+    prompt_set: PromptSet,
+    device: torch.device | str = "cpu",
+    cache_dir: Path | None = None,
 ) -> ZeroShotClassifier:
     """A ZeroShotClassifier for one dataset's prompt set, on `device`, in eval mode."""
     emb, _ = class_embeddings_cached(loaded, prompt_set, device, cache_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from .paths import (
 from .problems import Problem
 from .schema import CARD_SCHEMA, REPORTED_SCHEMA, RESULTS_SCHEMA, schema_problems
 
+MAX_FLOW_DEPTH = 64
 EVALUATED = "evaluated"
 REPORTED = "reported"
 
@@ -56,6 +58,8 @@ class Entry:
 
 def parse_card_text(text: str) -> Any:
     """YAML card -> Python object via yaml.safe_load, refusing anchors and aliases (no expansion tricks)."""
+    if max(itertools.accumulate((ch in "[{") - (ch in "]}") for ch in text), default=0) > MAX_FLOW_DEPTH:
+        raise ValueError(f"[ ] and {{ }} nest deeper than {MAX_FLOW_DEPTH} levels")
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
             raise ValueError("YAML anchors and aliases are not allowed in cards")
@@ -74,7 +78,7 @@ def load_card(path: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
         return None, [Problem(file, "", exc.message)]
     except UnicodeDecodeError:
         return None, [Problem(file, "", "is not UTF-8 text")]
-    except (yaml.YAMLError, ValueError) as exc:
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
         return None, [Problem(file, "", f"is not valid YAML: {str(exc)[:300]}")]
     if not isinstance(card, dict):
         return None, [Problem(file, "", "must be a YAML mapping of card fields")]
@@ -88,7 +92,7 @@ def load_results(path: Path) -> tuple[ResultsFile | None, list[Problem]]:
         doc = loads_strict_json(read_limited(path, MAX_RESULTS_BYTES))
     except SubmissionError as exc:
         return None, [Problem(file, "", exc.message)]
-    except ValueError as exc:  # includes JSONDecodeError and UnicodeDecodeError
+    except (ValueError, RecursionError) as exc:  # includes JSONDecodeError and UnicodeDecodeError
         return None, [Problem(file, "", f"is not valid JSON: {str(exc)[:300]}")]
     if not isinstance(doc, dict):
         return None, [Problem(file, "", "must be a JSON object")]

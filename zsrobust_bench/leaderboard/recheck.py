@@ -137,7 +137,7 @@ def recheck_entry(
     for proto in evaluated:
         try:
             digests[proto] = decode_digest(entry.dir / DIGEST_DIR / f"{proto}.json.gz")
-        except (SubmissionError, OSError, EOFError, zlib.error, ValueError):
+        except (SubmissionError, OSError, EOFError, zlib.error, ValueError, RecursionError):
             continue  # validate reports unreadable digests
     if evaluate is None:
         try:

@@ -22,6 +22,7 @@ from .paths import (
     is_inside,
     read_limited,
     run_file,
+    symlinks_under,
 )
 from .problems import Problem, errors
 from .validate import evaluated_mean_problems, protocol_problems, validate_submissions
@@ -86,6 +87,8 @@ def _entry_dir(submissions_dir: Path, entry_id: str) -> Path:
         raise SubmissionError(f"{entry_dir} is not a plain folder", "symlinks are not allowed in submissions")
     if not is_inside(entry_dir, submissions_dir):
         raise SubmissionError(f"{entry_dir} leaves {submissions_dir}")
+    if entry_dir.is_dir() and symlinks_under(entry_dir):
+        raise SubmissionError(f"{entry_dir} contains symlinks", "symlinks are not allowed in submissions")
     return entry_dir
 
 

@@ -221,7 +221,7 @@ def _digest_problems(entry: Entry, rf: ResultsFile) -> list[Problem]:
         doc = decode_digest(path)
     except SubmissionError as exc:
         return [Problem(dfile, "", f"{exc.message}; create it with `zsbench submit RUN_DIR --id {entry.id}`")]
-    except (OSError, EOFError, zlib.error, ValueError) as exc:
+    except (OSError, EOFError, zlib.error, ValueError, RecursionError) as exc:
         return [Problem(dfile, "", f"is not a gzipped JSON digest: {str(exc)[:200]}")]
     problems = schema_problems(doc, DIGEST_SCHEMA, dfile)
     if problems:
@@ -365,7 +365,7 @@ def _card_problems(entry: Entry) -> list[Problem]:
     threat = card.get("threat_model")
     if isinstance(threat, dict) and threat.get("norm") in ("Linf", "L2") and not threat.get("eps"):
         problems.append(Problem(f, "threat_model.eps", f"is required for norm {threat['norm']}"))
-    ckpt = card.get("checkpoint") or {}
+    ckpt = card.get("checkpoint") if isinstance(card.get("checkpoint"), dict) else {}
     rel = ckpt.get("path")
     if rel is not None:
         why = relative_path_problem(rel)

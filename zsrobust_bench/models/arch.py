@@ -50,14 +50,18 @@ def resolve_arch(arch: str) -> tuple[str, dict[str, Any]]:
         except json.JSONDecodeError as exc:
             raise ZSBenchError(f"architecture config {arch} is not valid JSON: {exc}") from exc
         if not isinstance(cfg, dict) or "vision_cfg" not in cfg or "embed_dim" not in cfg:
-            raise ZSBenchError(f"architecture config {arch} lacks embed_dim/vision_cfg", "use an open_clip model config")
+            raise ZSBenchError(
+                f"architecture config {arch} lacks embed_dim/vision_cfg", "use an open_clip model config"
+            )
         return register_config(p.stem, cfg), cfg
     if arch in open_clip.list_models():
         return arch, open_clip.get_model_config(arch)
     close = difflib.get_close_matches(arch, open_clip.list_models(), n=4)
     raise ZSBenchError(
         f"unknown architecture {arch!r}",
-        f"did you mean {', '.join(close)}?" if close else "pass an open_clip model name or a config JSON path",
+        f"did you mean {', '.join(close)}?"
+        if close
+        else "pass an open_clip model name or a config JSON path",
     )
 
 

@@ -35,7 +35,11 @@ class ParsedCheckpoint:
 
 
 def _is_tensor_dict(obj: Any) -> bool:
-    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+    return (
+        isinstance(obj, dict)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
 
 
 def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -44,7 +48,7 @@ def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     while changed and state:
         changed = False
         for p in STRIP_PREFIXES:
-            if all(k.startswith(p) for k in state):
+            if all(isinstance(k, str) and k.startswith(p) for k in state):
                 state = {k[len(p) :]: v for k, v in state.items()}
                 changed = True
     return state
@@ -56,14 +60,18 @@ def unwrap(obj: Any) -> dict[str, torch.Tensor]:
     while isinstance(obj, dict) and not _is_tensor_dict(obj):
         inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), dict) and obj[k]), None)
         if inner is None or depth > 4:
-            tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)} if isinstance(obj, dict) else {}
+            tensors = (
+                {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+                if isinstance(obj, dict)
+                else {}
+            )
             if tensors:
                 obj = tensors
                 break
             raise CheckpointError(
                 "no tensors found in the checkpoint",
                 f"expected a state dict (possibly under {', '.join(WRAPPER_KEYS)}); top-level keys: "
-                f"{sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__}",
+                f"{sorted(map(str, obj))[:8] if isinstance(obj, dict) else type(obj).__name__}",
             )
         obj = inner
         depth += 1
@@ -99,12 +107,22 @@ def _detect_zsbench(obj: dict[str, Any], meta: dict[str, str]) -> bool:
 
 
 def _convert_zsbench(obj: dict[str, Any], meta: dict[str, str]) -> ParsedCheckpoint:
-    info: dict[str, Any] = json.loads(meta["zsbench_model"]) if "zsbench_model" in meta else dict(obj.get("zsbench_model", {}))
+    try:
+        info = json.loads(meta["zsbench_model"]) if "zsbench_model" in meta else obj.get("zsbench_model", {})
+    except ValueError as exc:
+        raise CheckpointError(f"zsbench checkpoint metadata is not valid JSON ({exc})") from exc
+    if not isinstance(info, dict):
+        raise CheckpointError("zsbench checkpoint metadata `zsbench_model` is not a JSON object")
     version = str(meta.get("zsbench_format", obj.get("zsbench_format")))
     if version != "1":
-        raise CheckpointError(f"zsbench checkpoint format version {version} is not supported", "upgrade zsbench")
+        raise CheckpointError(
+            f"zsbench checkpoint format version {version} is not supported", "upgrade zsbench"
+        )
     tensors = obj if meta else obj.get("state_dict", {})
-    state = {k: v for k, v in tensors.items() if isinstance(v, torch.Tensor) and not k.startswith("prompter.")}
+    if not isinstance(tensors, dict):
+        raise CheckpointError("zsbench checkpoint has no state_dict of tensors")
+    tensors = {k: v for k, v in tensors.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    state = {k: v for k, v in tensors.items() if not k.startswith("prompter.")}
     prompts = {k[len("prompter.") :]: v for k, v in tensors.items() if k.startswith("prompter.")}
     kind = info.get("kind", "full")
     if kind not in ("full", "vision-only", "visual-prompt"):
@@ -126,12 +144,43 @@ def _expand_token_rows(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     if rows_key not in state:
         return state
     state = dict(state)
-    rows, vals = state.pop(rows_key), state.pop(vals_key)
-    shape = state.pop("token_embedding.weight.__shape__").tolist()
+    rows, vals = state.pop(rows_key), state.pop(vals_key, None)
+    shape = _token_table_shape(rows, vals, state.pop("token_embedding.weight.__shape__", None))
     table = torch.zeros(shape, dtype=vals.dtype)
     table[rows.long()] = vals
     state["token_embedding.weight"] = table
     return state
+
+
+MAX_TOKEN_TABLE = 1 << 28  # elements: far above any CLIP vocabulary x width
+
+
+def _token_table_shape(
+    rows: torch.Tensor, vals: torch.Tensor | None, shape: torch.Tensor | None
+) -> list[int]:
+    """The compact token table's declared (V, D), checked against its rows and values before allocating."""
+    ok = (
+        vals is not None
+        and shape is not None
+        and shape.dim() == 1
+        and shape.numel() == 2
+        and not shape.is_floating_point()
+        and vals.is_floating_point()
+        and vals.dim() == 2
+        and rows.dim() == 1
+        and not rows.is_floating_point()
+        and rows.numel() == vals.shape[0]
+    )
+    if ok:
+        v, d = (int(x) for x in shape.tolist())
+        ok = v > 0 and d == vals.shape[1] and v * d <= MAX_TOKEN_TABLE
+        ok = ok and (rows.numel() == 0 or (int(rows.min()) >= 0 and int(rows.max()) < v))
+    if not ok:
+        raise CheckpointError(
+            "compact token table (token_embedding.weight.__rows__/__values__/__shape__) is malformed",
+            "the checkpoint is corrupt or crafted",
+        )
+    return [v, d]
 
 
 def _detect_tecoa_ft(obj: dict[str, Any], meta: dict[str, str]) -> bool:
@@ -159,7 +208,9 @@ def _detect_tecoa_vp(obj: dict[str, Any], meta: dict[str, str]) -> bool:
 def _convert_tecoa_vp(obj: dict[str, Any], meta: dict[str, str]) -> ParsedCheckpoint:
     prompts = _prompt_tensors(obj)
     if not prompts:
-        raise CheckpointError("TeCoA visual-prompt checkpoint holds no prompt tensors", "is it a finetuning checkpoint?")
+        raise CheckpointError(
+            "TeCoA visual-prompt checkpoint holds no prompt tensors", "is it a finetuning checkpoint?"
+        )
     return ParsedCheckpoint(
         format="tecoa-prompt",
         kind="visual-prompt",
@@ -210,11 +261,28 @@ class CheckpointFormat:
 
 
 FORMATS: tuple[CheckpointFormat, ...] = (
-    CheckpointFormat("zsbench", "zsrobust-bench self-describing export (arch, base weights, kind)", _detect_zsbench, _convert_zsbench),
-    CheckpointFormat("tecoa-finetune", "TeCoA finetuning dict (`vision_encoder_state_dict`)", _detect_tecoa_ft, _convert_tecoa_ft),
-    CheckpointFormat("tecoa-prompt", "TeCoA visual-prompt dict (`state_dict` pads + `add_prompter`)", _detect_tecoa_vp, _convert_tecoa_vp),
+    CheckpointFormat(
+        "zsbench",
+        "zsrobust-bench self-describing export (arch, base weights, kind)",
+        _detect_zsbench,
+        _convert_zsbench,
+    ),
+    CheckpointFormat(
+        "tecoa-finetune",
+        "TeCoA finetuning dict (`vision_encoder_state_dict`)",
+        _detect_tecoa_ft,
+        _convert_tecoa_ft,
+    ),
+    CheckpointFormat(
+        "tecoa-prompt",
+        "TeCoA visual-prompt dict (`state_dict` pads + `add_prompter`)",
+        _detect_tecoa_vp,
+        _convert_tecoa_vp,
+    ),
     CheckpointFormat("open_clip-full", "full open_clip CLIP state dict", _detect_full, _convert_full),
-    CheckpointFormat("open_clip-visual", "bare open_clip `visual` state dict (FARE)", _detect_visual, _convert_visual),
+    CheckpointFormat(
+        "open_clip-visual", "bare open_clip `visual` state dict (FARE)", _detect_visual, _convert_visual
+    ),
 )
 
 
@@ -227,7 +295,7 @@ def parse_checkpoint(obj: dict[str, Any], meta: dict[str, str], where: str) -> P
             hit = False
         if hit:
             return fmt.convert(obj, meta)
-    keys = sorted(obj)[:10]
+    keys = sorted(map(str, obj))[:10]
     raise CheckpointError(
         f"{where}: unrecognised checkpoint layout (top-level keys: {keys})",
         "supported: " + "; ".join(f.description for f in FORMATS),

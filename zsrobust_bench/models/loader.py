@@ -172,7 +172,9 @@ def load_model(spec: str, arch: str | None = None, pretrained: str | None = None
         a, tag = spec.split(":", 1)
         name, _ = resolve_arch(a)
         if not tag:
-            raise ZSBenchError(f"model spec {spec!r} names no pretrained tag", "use ARCH:TAG, e.g. ViT-B-32:openai")
+            raise ZSBenchError(
+                f"model spec {spec!r} names no pretrained tag", "use ARCH:TAG, e.g. ViT-B-32:openai"
+            )
         model, base, random_init = _create(name, tag)
         info = {
             "spec": spec,

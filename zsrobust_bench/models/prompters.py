@@ -30,7 +30,9 @@ class PadPrompter(nn.Module):
         return m
 
     def border(self) -> torch.Tensor:
-        base = torch.zeros(1, 3, self.image_size - 2 * self.pad, self.image_size - 2 * self.pad, device=self.pad_up.device)
+        base = torch.zeros(
+            1, 3, self.image_size - 2 * self.pad, self.image_size - 2 * self.pad, device=self.pad_up.device
+        )
         mid = torch.cat([self.pad_left, base, self.pad_right], dim=3)
         return torch.cat([self.pad_up, mid, self.pad_down], dim=2)
 
@@ -76,7 +78,9 @@ def vit_forward_with_tokens(visual: nn.Module, x: torch.Tensor, tokens: torch.Te
 class PromptedVisual(nn.Module):
     """Image tower with optional padding and token prompts; input is the normalised image."""
 
-    def __init__(self, visual: nn.Module, pad: PadPrompter | None = None, tokens: TokenPrompter | None = None) -> None:
+    def __init__(
+        self, visual: nn.Module, pad: PadPrompter | None = None, tokens: TokenPrompter | None = None
+    ) -> None:
         super().__init__()
         self.visual, self.pad, self.tokens = visual, pad, tokens
 
@@ -92,7 +96,11 @@ def build_prompted_visual(visual: nn.Module, prompts: dict[str, torch.Tensor]) -
     """Wrap `visual` with the prompts found in a checkpoint (pad_* and/or prompt)."""
     pad = PadPrompter.from_tensors(prompts) if "pad_up" in prompts else None
     tok = TokenPrompter.from_tensor(prompts["prompt"]) if "prompt" in prompts else None
-    if tok is not None and hasattr(visual, "transformer") and tok.prompt.shape[-1] != visual.transformer.width:
+    if (
+        tok is not None
+        and hasattr(visual, "transformer")
+        and tok.prompt.shape[-1] != visual.transformer.width
+    ):
         raise ValueError(
             f"token prompt width {tok.prompt.shape[-1]} does not match the ViT width {visual.transformer.width}"
         )

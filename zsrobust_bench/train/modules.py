@@ -1,0 +1,232 @@
+"""The trained modules: the base CLIP, which of its parameters train, and the heads.
+
+`ImageClassifier` maps [0,1] pixels to logits in train or eval mode (the ZeroShotClassifier of the
+benchmark refuses train mode): resize + normalise inside, the image tower (with visual prompts),
+then TeCoA's 100 * cosine to frozen text embeddings or a learned one-hot linear head.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ZSBenchError
+from ..models.prompters import PadPrompter, PromptedVisual, TokenPrompter
+from ..zeroshot import LOGIT_SCALE
+
+DEMO_ASSET = "demo-clip.safetensors"
+
+
+def demo_model_path() -> Path:
+    """Path of the shipped tiny CLIP trained on the synthetic world."""
+    res = resources.files("zsrobust_bench") / "assets" / DEMO_ASSET
+    if not res.is_file():
+        raise ZSBenchError(
+            f"the shipped demo model {DEMO_ASSET} is missing", "run `zsbench train demo-contrastive`"
+        )
+    return Path(str(res))
+
+
+@dataclass
+class BaseModel:
+    """The CLIP a run starts from, plus what an exported checkpoint must record about it."""
+
+    model: nn.Module
+    tokenizer: Any
+    arch: str
+    arch_config: dict[str, Any]
+    pretrained: str | None  # open_clip tag the checkpoint can name, or None (self-contained export)
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def load_base(model_cfg: dict[str, Any], seed: int) -> BaseModel:
+    """Build the starting CLIP: an open_clip tag, a checkpoint file, the shipped demo, or a random init."""
+    from ..models.arch import register_config
+    from ..models.loader import load_model
+
+    pretrained = model_cfg.get("pretrained")
+    if model_cfg.get("arch_config") is not None:
+        if pretrained is not None:
+            raise ZSBenchError("model.arch_config builds a model from scratch; drop model.pretrained")
+        cfg = dict(model_cfg["arch_config"])
+        name = register_config(model_cfg.get("arch") or "zsbench-arch", cfg)
+        torch.manual_seed(seed)
+        model = open_clip.create_model(name, pretrained=None)
+        tokenizer = open_clip.get_tokenizer(name)
+        size = int(cfg["vision_cfg"]["image_size"])
+        mean, std = tuple(open_clip.OPENAI_DATASET_MEAN), tuple(open_clip.OPENAI_DATASET_STD)
+        return BaseModel(model, tokenizer, model_cfg.get("arch") or name, cfg, None, size, mean, std)
+    if pretrained is None:
+        raise ZSBenchError("model.pretrained is required (an open_clip tag, a checkpoint path or 'demo')")
+    if pretrained == "demo":
+        loaded = load_model(str(demo_model_path()))
+        tag = None
+    elif Path(str(pretrained)).exists():
+        loaded = load_model(str(pretrained), arch=model_cfg.get("arch"))
+        tag = None
+    else:
+        if not model_cfg.get("arch"):
+            raise ZSBenchError("model.arch is required with an open_clip pretrained tag")
+        loaded = load_model(f"{model_cfg['arch']}:{pretrained}")
+        tag = str(pretrained)
+    if loaded.prompts:
+        raise ZSBenchError(
+            "training from a visual-prompt checkpoint is not supported; start from its base model"
+        )
+    arch_config = open_clip.get_model_config(loaded.arch)
+    if arch_config is None:
+        raise ZSBenchError(f"no open_clip config for architecture {loaded.arch}")
+    return BaseModel(
+        loaded.model,
+        loaded.tokenizer,
+        loaded.arch,
+        copy.deepcopy(arch_config),
+        tag,
+        loaded.image_size,
+        loaded.mean,
+        loaded.std,
+    )
+
+
+def vit_width(visual: nn.Module) -> int:
+    """Token width of an open_clip ViT image tower."""
+    if not hasattr(visual, "transformer") or not hasattr(visual, "conv1"):
+        raise ZSBenchError("this method needs a ViT image tower (open_clip VisionTransformer)")
+    return int(visual.transformer.width)
+
+
+def make_prompted(
+    visual: nn.Module, image_size: int, prompt_cfg: dict[str, Any], seed: int
+) -> PromptedVisual:
+    """Wrap the tower with a padding prompt of `pad` px and/or `tokens` appended token prompts."""
+    g = torch.Generator().manual_seed(seed + 101)
+    std = float(prompt_cfg.get("init_std", 1.0))
+    pad = tok = None
+    if int(prompt_cfg.get("pad") or 0) > 0:
+        pad = PadPrompter(image_size, int(prompt_cfg["pad"]))
+        with torch.no_grad():
+            for p in pad.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    if int(prompt_cfg.get("tokens") or 0) > 0:
+        tok = TokenPrompter(int(prompt_cfg["tokens"]), vit_width(visual))
+        with torch.no_grad():
+            tok.prompt.copy_(torch.randn(tok.prompt.shape, generator=g) * std)
+    return PromptedVisual(visual, pad, tok)
+
+
+def select_trainable(tower: nn.Module, mode: str, partial_blocks: int) -> list[str]:
+    """Freeze everything in the image tower except what `mode` trains; returns the trainable names."""
+    visual = tower.visual if isinstance(tower, PromptedVisual) else tower
+    for p in tower.parameters():
+        p.requires_grad_(False)
+    if mode == "prompt":
+        if not isinstance(tower, PromptedVisual):
+            raise ZSBenchError("trainable=prompt needs prompt.pad or prompt.tokens")
+        for m in (tower.pad, tower.tokens):
+            if m is not None:
+                for p in m.parameters():
+                    p.requires_grad_(True)
+    elif mode in ("full", "all"):
+        for p in visual.parameters():
+            p.requires_grad_(True)
+    elif mode == "partial":
+        vit_width(visual)
+        blocks = visual.transformer.resblocks
+        if not 0 < partial_blocks <= len(blocks):
+            raise ZSBenchError(f"partial_blocks={partial_blocks} outside 1..{len(blocks)}")
+        for m in list(blocks)[-partial_blocks:] + [visual.ln_post]:
+            for p in m.parameters():
+                p.requires_grad_(True)
+        if visual.proj is not None:
+            visual.proj.requires_grad_(True)
+    elif mode == "linear-probe":
+        if getattr(visual, "proj", None) is None:
+            raise ZSBenchError("linear-probe trains the ViT image projection `proj`, which this tower lacks")
+        visual.proj.requires_grad_(True)
+    else:
+        raise ZSBenchError(f"unknown trainable mode {mode!r}")
+    return [n for n, p in tower.named_parameters() if p.requires_grad]
+
+
+class Preprocess(nn.Module):
+    """[0,1] pixels -> bicubic resize to the model size (when needed) -> normalise."""
+
+    def __init__(self, image_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.image_size = int(image_size)
+        self.register_buffer(
+            "mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False)
+        return (x - self.mean) / self.std
+
+
+class ImageClassifier(nn.Module):
+    """pixels -> logits: TeCoA's text head (100 * cos to fixed class embeddings) or a one-hot linear head."""
+
+    def __init__(
+        self, tower: nn.Module, pre: Preprocess, text_emb: torch.Tensor | None, linear: nn.Linear | None
+    ) -> None:
+        super().__init__()
+        if (text_emb is None) == (linear is None):
+            raise ValueError("exactly one of text_emb and linear")
+        self.tower, self.pre, self.linear = tower, pre, linear
+        self.register_buffer(
+            "text_emb", None if text_emb is None else F.normalize(text_emb.float(), dim=-1), persistent=False
+        )
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tower(self.pre(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.embed(x)
+        if self.linear is not None:
+            return self.linear(z.float())
+        return LOGIT_SCALE * F.normalize(z.float(), dim=-1) @ self.text_emb.t()
+
+
+@torch.no_grad()
+def text_embeddings(
+    model: nn.Module, tokenizer: Any, classnames: list[str], templates: list[str], device: torch.device
+) -> torch.Tensor:
+    """Class embeddings of the frozen text tower: normalised mean over templates, (C, D) fp32."""
+    was = model.training
+    model.eval()
+    out = []
+    for name in classnames:
+        tok = tokenizer([t.format(name) for t in templates]).to(device)
+        e = F.normalize(model.encode_text(tok).float(), dim=-1).mean(dim=0)
+        out.append(F.normalize(e, dim=-1))
+    model.train(was)
+    return torch.stack(out)
+
+
+class ContrastiveCLIP(nn.Module):
+    """Both towers for CLIP training: (normalised image features, normalised text features, logit scale)."""
+
+    def __init__(self, model: nn.Module, pre: Preprocess) -> None:
+        super().__init__()
+        self.model, self.pre = model, pre
+
+    def forward(
+        self, x: torch.Tensor, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        fi = F.normalize(self.model.encode_image(self.pre(x)).float(), dim=-1)
+        ft = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+        return fi, ft, self.model.logit_scale.exp().float()
