@@ -17,7 +17,12 @@ import torch
 from fuzzing import Tally, run_bounded
 from hypothesis import given
 from hypothesis import strategies as st
-from reliability_craft import build_zip, members, torch_bytes
+from reliability_craft import (
+    build_zip,
+    members,
+    one_torch_thread,  # noqa: F401 - autouse fixture
+    torch_bytes,
+)
 from safetensors.torch import save as st_save
 
 from zsrobust_bench.errors import CheckpointError, ZSBenchError

@@ -15,7 +15,11 @@ import yaml
 from fuzzing import Tally, run_bounded
 from hypothesis import given
 from hypothesis import strategies as st
-from reliability_craft import BASE_CARD, make_entry
+from reliability_craft import (
+    BASE_CARD,
+    make_entry,
+    one_torch_thread,  # noqa: F401 - autouse fixture
+)
 from test_reliability_submissions import html_problems
 
 from zsrobust_bench.errors import SubmissionError

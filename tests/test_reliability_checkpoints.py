@@ -18,6 +18,7 @@ from reliability_craft import (
     evil_payloads,
     legacy_bytes,
     members,
+    one_torch_thread,  # noqa: F401 - autouse fixture
     pickle_of,
     safetensors_bytes,
     torch_bytes,

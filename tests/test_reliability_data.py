@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from reliability_craft import one_torch_thread  # noqa: F401 - autouse fixture
 from torch import nn
 
 import zsrobust_bench.evaluate as ev

@@ -114,8 +114,14 @@ def workload(tiny_model, tiny_cfg_path, tmp_path_factory) -> Workload:
 
 
 def test_sigkill_after_first_shard_resumes_byte_identical(workload, tmp_path, capsys):
+    from reliability_worker import main
+
     ref = tmp_path / "ref"
-    _finish(ref, workload)
+    threads = torch.get_num_threads()
+    try:  # the reference in this process (same code, same single thread): one subprocess start fewer
+        main(workload.args(ref))
+    finally:
+        torch.set_num_threads(threads)
     out = tmp_path / "killed"
     proc = _start(out, workload)
     deadline = time.monotonic() + 300

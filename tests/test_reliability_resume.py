@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from reliability_craft import one_torch_thread  # noqa: F401 - autouse fixture
 
 import zsrobust_bench.evaluate as ev
 from zsrobust_bench.errors import RunLockedError

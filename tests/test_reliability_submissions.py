@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from reliability_craft import BASE_CARD, REPORTED, make_entry
+from reliability_craft import BASE_CARD, REPORTED, make_entry, one_torch_thread  # noqa: F401 - autouse fixture
 
 from zsrobust_bench.errors import SubmissionError
 from zsrobust_bench.leaderboard.build import render_leaderboard
