@@ -92,7 +92,9 @@ class StepwiseAttack(Attack):
     total_steps: int
 
     @abstractmethod
-    def init(self, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor, seed: int, restart: int = 0) -> PoolState:
+    def init(
+        self, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor, seed: int, restart: int = 0
+    ) -> PoolState:
         """Start samples (random start drawn per sample id)."""
 
     @abstractmethod
