@@ -24,6 +24,9 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
+fault-suite: install
+	PYTHON=$(BIN)/python scripts/fault_suite.sh
+
 lint: install
 	$(BIN)/ruff check zsrobust_bench tests benchmarks scripts
 	$(BIN)/ruff format --check zsrobust_bench tests benchmarks scripts

@@ -108,6 +108,11 @@ def compare(
                 best[w][k] = min(best[w][k], sec)
                 best_cpu[w][k] = min(best_cpu[w][k], cpu)
                 counts[w][k] = out
+                print(
+                    f"  [{t.name} repeat {rep + 1}] {w}: {sec:.2f} s wall, {cpu:.2f} s cpu, robust "
+                    f"{_pct(out[2], out[0])}%",
+                    flush=True,
+                )
     n = sum(c[0] for c in counts[loops[0]])
     tot = {w: sum(best[w]) for w in loops}
     cpu = {w: sum(best_cpu[w]) for w in loops}

@@ -7,7 +7,7 @@
 # Knobs (environment):
 #   ZSBENCH_KILL_POINTS   SIGKILLs to deliver                        (default 40)
 #   ZSBENCH_KILL_SEED     seed for the kill times                    (default 1)
-#   ZSBENCH_FUZZ_SECONDS  time budget per fuzz target, in seconds    (default 120; 10 targets)
+#   ZSBENCH_FUZZ_SECONDS  time budget per fuzz target, in seconds    (default 120; 9 targets)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"

@@ -227,3 +227,18 @@ def test_classifier_refuses_train_mode(tiny_model):
     with pytest.raises(RuntimeError, match="evaluation-only"):
         clf.train()
     assert not clf.training
+
+
+def test_registering_arch_configs_leaves_no_temp_files(tmp_path, monkeypatch):
+    """Each embedded config is registered from a temporary file; nothing may pile up in the temp dir."""
+    import open_clip
+
+    from zsrobust_bench.models.arch import register_config
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    cfg = open_clip.get_model_config("ViT-B-32")
+    names = [register_config("zsbench-leak-probe", {**cfg, "embed_dim": 500 + i}) for i in range(3)]
+    assert len(set(names)) == 3
+    assert [open_clip.get_model_config(n)["embed_dim"] for n in names] == [500, 501, 502]
+    assert list(tmp_path.iterdir()) == []

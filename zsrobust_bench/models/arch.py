@@ -31,10 +31,12 @@ def register_config(name: str, config: dict[str, Any]) -> str:
         _REGISTERED[key] = name
         return name
     final = name if existing is None else f"{name}-zsbench-{key[:8]}"
-    tmp = Path(tempfile.mkdtemp(prefix="zsbench-arch-"))
-    path = tmp / f"{final}.json"
-    path.write_text(json.dumps(config))
-    open_clip.add_model_config(path)
+    # open_clip registers configs from files; it keeps what it read after the file is gone, so the
+    # temporary directory is removed at once instead of accumulating one per model load.
+    with tempfile.TemporaryDirectory(prefix="zsbench-arch-") as tmp:
+        path = Path(tmp) / f"{final}.json"
+        path.write_text(json.dumps(config))
+        open_clip.add_model_config(path)
     _REGISTERED[key] = final
     return final
 
