@@ -85,7 +85,8 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=None, help="recipe names to run (default all)")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    eps = 4 / 255
+    tecoa = load_config("synthetic-tecoa")
+    eps = float(tecoa["attack"]["eps"])  # evaluate at the training epsilon
     results: dict[str, dict[str, dict[str, float]]] = {
         "Un-finetuned demo CLIP": evaluate_model(demo_model_path(), args.n, eps, args.steps)
     }
@@ -104,8 +105,8 @@ def main() -> None:
         print(
             label, json.dumps({t: round(v["robust_acc"], 1) for t, v in results[label].items()}), flush=True
         )
-    trained = load_config("synthetic-tecoa")["data"]["task"]
-    md = table(results, trained, "4/255")
+    trained = tecoa["data"]["task"]
+    md = table(results, trained, f"{eps * 255:g}/255")
     atomic_write_text(args.out / "table.md", md)
     atomic_write_json(
         args.out / "results.json",
