@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from zsrobust_bench.data.registry import get_dataset, suite
-from zsrobust_bench.models import load_model
+from zsrobust_bench.models import LoadedModel, load_model
 from zsrobust_bench.train.validate import load_eval_set, robust_accuracy
 from zsrobust_bench.zeroshot import build_classifier
 
@@ -17,9 +17,14 @@ from zsrobust_bench.zeroshot import build_classifier
 MARGIN_OVER_CHANCE = 45.0
 
 
+@pytest.fixture(scope="module")
+def loaded(demo_model: Path) -> LoadedModel:
+    """The shipped checkpoint, loaded once for every task."""
+    return load_model(str(demo_model))
+
+
 @pytest.mark.parametrize("dataset", suite("synthetic"))
-def test_demo_model_far_above_chance(dataset: str, demo_model: Path) -> None:
-    loaded = load_model(str(demo_model))
+def test_demo_model_far_above_chance(dataset: str, loaded: LoadedModel) -> None:
     assert loaded.info["kind"] == "full" and not loaded.warnings
     spec = get_dataset(dataset)
     clf = build_classifier(loaded, spec.prompt_set("tecoa"))
