@@ -9,11 +9,21 @@ import pytest
 
 from zsrobust_bench.attacks.registry import build_attacks
 from zsrobust_bench.errors import ZSBenchError
-from zsrobust_bench.protocols import apply_overrides, eps_label, get_protocol, list_protocols, parse_eps
+from zsrobust_bench.protocols import (
+    SUPERSEDED,
+    all_protocol_versions,
+    apply_overrides,
+    eps_label,
+    get_protocol,
+    list_protocols,
+    parse_eps,
+)
 from zsrobust_bench.protocols_cli import COLUMNS, register_cli
 
 # A frozen protocol never changes: editing any parameter must come with a new version (and a new
-# line here). If this test fails, bump `version` of the protocol you changed.
+# line here). If this test fails because a fingerprint changed, the parameters of an existing
+# version changed: restore them, or bump `version` of the protocol (keeping the old one in
+# protocols.SUPERSEDED) and pin the new version. Every version ever released stays pinned.
 FROZEN = {
     ("tecoa-pgd", 1): "40c7cba46528449e4a1d80667f1c226c240e9ef800eb8a19bdbb173643aefe98",
     ("tecoa-cw", 1): "3ae7e07da273f51bb7fd4679d4208666bbaeeef028dcab219210a5d8b5791cfa",
@@ -21,11 +31,27 @@ FROZEN = {
     ("aa-standard", 1): "b3c0d1ad14d08746f71efc98ae401d49ceb268ae6b518260626341b2533f44c0",
     ("clean", 1): "8277233173e9a8442581b96c96f6b4b21ad667b9de18dfefdc74da236da787ad",
     ("synthetic-pgd", 1): "4d59a5a43409fa8674bda6e47108d88a92b5f82b0d39e462b45ba8e5c9192de1",
+    # issue 15: TeCoA's Resize(256)+CenterCrop(224) declared; fare-aa as FARE calls AutoAttack
+    ("tecoa-pgd", 2): "c977909d7888c1e606fabe6afcb85e807e8038207989cdd3983e55bb27a5a641",
+    ("tecoa-cw", 2): "5e4f1aca85bd27b7783cc2023fde8684143392f97f973b5af3e7b05a39499d04",
+    ("fare-aa", 2): "24854135b2a738a5ebe7c00b8b89a7d63c8ef5c82ce18acadf9e69f83e4ea50e",
+    ("aa-standard", 2): "95e5cd50d6759bbeb314a1c7963615da634974665820c01f8e4e7872633db3ee",
+    ("synthetic-aa", 1): "5d616a41bd612ef98a6445b5ae63b6c07c58303e9a79faac47ad5160cb0a98fd",
 }
 
 
 def test_frozen_fingerprints():
-    assert {(p.name, p.version): p.fingerprint() for p in list_protocols()} == FROZEN
+    """Every version (current and superseded) keeps its pinned fingerprint; no version is unpinned."""
+    assert {(p.name, p.version): p.fingerprint() for p in all_protocol_versions()} == FROZEN
+
+
+def test_superseded_versions_are_kept_and_distinct():
+    for old in SUPERSEDED:
+        current = get_protocol(old.name)
+        assert old.version < current.version and get_protocol(old.name, old.version) is old
+        assert old.fingerprint() != current.fingerprint()
+    with pytest.raises(ZSBenchError, match="has no version 7"):
+        get_protocol("tecoa-pgd", 7)
 
 
 def test_design_table_values():
@@ -159,7 +185,7 @@ def test_cli_list_json_rows(capsys):
 
 def test_cli_show(capsys):
     out = _cli(["protocols", "show", "aa-standard"], capsys)
-    assert "fab-t(n_iter=100" in out and "fingerprint: " + FROZEN[("aa-standard", 1)] in out
+    assert "fab-t(n_iter=100" in out and "fingerprint: " + FROZEN[("aa-standard", 2)] in out
     row = json.loads(_cli(["protocols", "show", "fare-aa", "--json"], capsys))
     assert row["threat"] == "Linf 2/255, 4/255" and row["templates"] == "clip"
 

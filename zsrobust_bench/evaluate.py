@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,10 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .attacks.registry import build_attacks
+from .data.preprocess import Preprocess
 from .data.registry import expand, get_dataset
 from .data.spec import DatasetSpec
-from .data.subsets import indices_sha256, select_indices
+from .data.subsets import Selection, evaluation_subset, indices_sha256
 from .engine import (
     EngineConfig,
     EpsAttacks,
@@ -31,11 +33,13 @@ from .fileio import atomic_write_json, atomic_write_text, run_lock, sha256_bytes
 from .models.loader import LoadedModel, load_model
 from .protocols import Protocol, apply_overrides, eps_label, get_protocol
 from .provenance import now_iso, provenance
-from .sanity import attack_checks, consistency_checks
+from .sanity import attack_checks, consistency_checks, reach_checks
 from .zeroshot import build_classifier
 
 log = logging.getLogger(__name__)
 SCHEMA = "zsbench.results/1"
+# Stepwise attack parameters do not depend on the class count; any count that runs every attack will do.
+REACH_CHECK_CLASSES = 1000
 
 
 def dataset_key(name: str) -> str:
@@ -55,10 +59,10 @@ def _spec_for(name: str) -> DatasetSpec:
     return get_dataset(name)
 
 
-def _open(spec: DatasetSpec, name: str, data_root: Path | None, image_size: int):
+def _open(spec: DatasetSpec, name: str, data_root: Path | None, image_size: int, preprocess: Preprocess):
     from .data.loaders import open_eval_dataset
 
-    return open_eval_dataset(spec, data_root, image_size)
+    return open_eval_dataset(spec, data_root, image_size, preprocess=preprocess)
 
 
 def build_plan(
@@ -128,6 +132,7 @@ def evaluate(
     proto, custom = apply_overrides(base, ov)
     if indices is not None:
         custom = True
+    reach = reach_checks(build_plan(proto, REACH_CHECK_CLASSES)[1])
     names = expand(datasets) if datasets else expand([proto.suite] if proto.suite else [])
     if not names:
         raise ZSBenchError(
@@ -156,6 +161,9 @@ def evaluate(
         for w in lm.warnings:
             if rank == 0:
                 print(f"WARNING: {w}")
+        for check in reach:
+            if rank == 0 and check["status"] == "warning":
+                print(f"SANITY WARNING: {check['message']}")
         for p in lm.model.parameters():
             p.requires_grad_(False)
         model_info = {k: v for k, v in lm.info.items() if not k.startswith("_")}
@@ -182,7 +190,7 @@ def evaluate(
             distributed.barrier()  # rank 0 writes results.json, then meets us here
             return json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
         results = _assemble(
-            model_info, proto, custom, ov, per_dataset, names, cfg, started, time.time() - t0, world
+            model_info, proto, custom, ov, per_dataset, names, cfg, started, time.time() - t0, world, reach
         )
         atomic_write_json(out / "results.json", results)
     distributed.barrier()
@@ -199,6 +207,79 @@ class _null_lock:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+@dataclass
+class _Run:
+    """What every pass over one dataset shares: the model, data, prompts and where shards go."""
+
+    lm: LoadedModel
+    name: str
+    ds: Any
+    prompt_set: Any
+    num_classes: int
+    cfg: EngineConfig
+    shard_size: int
+    cache_dir: str | Path | None
+    show: bool
+    rank: int
+    world: int
+
+
+def _checked_config(shard_dir: Path, run_cfg: dict[str, Any], out: Path, name: str, rank: int) -> None:
+    """Refuse to resume into shards written with another configuration; record ours on first use."""
+    cfg_path = shard_dir / "config.json"
+    if cfg_path.exists():
+        previous = json.loads(cfg_path.read_text())
+        if previous != json.loads(json.dumps(run_cfg)):
+            raise ZSBenchError(
+                f"{out} holds a run of {name} with a different configuration",
+                "use another --out, or delete that directory to start over",
+            )
+    elif rank == 0:
+        atomic_write_json(cfg_path, run_cfg)
+    distributed.barrier()
+
+
+def _run_shards(run: _Run, idx: np.ndarray, plan: list[EpsAttacks], shard_dir: Path, desc: str) -> list[Path]:
+    """Evaluate this rank's missing shards of `idx` under `plan`; returns every shard file (in order)."""
+    bounds = shard_bounds(len(idx), run.shard_size)
+    shard_files = [shard_dir / f"{s:09d}-{e:09d}.jsonl" for s, e in bounds]
+    mine = [k for k in range(len(bounds)) if k % run.world == run.rank and not shard_files[k].exists()]
+    if not mine:
+        return shard_files
+    cache = Path(run.cache_dir) if run.cache_dir else None
+    clf = build_classifier(run.lm, run.prompt_set, run.cfg.device, cache)
+    total = sum(bounds[k][1] - bounds[k][0] for k in mine)
+    bar = tqdm(total=total, desc=desc, unit="img", disable=not run.show, leave=True, dynamic_ncols=True)
+
+    def write(k: int, recs: list[dict[str, Any]]) -> None:
+        atomic_write_text(shard_files[k], records_to_jsonl(recs))
+
+    specs = [ShardSpec(k, idx[bounds[k][0] : bounds[k][1]]) for k in mine]
+    try:
+        stats = evaluate_shards(
+            clf, run.ds, specs, plan, run.cfg, write, num_classes=run.num_classes, on_progress=bar.update
+        )
+    except DataError as exc:
+        raise DataError(f"{run.name}: {exc.message}", exc.hint) from exc
+    bar.close()
+    distributed.write_engine_stats(shard_dir, run.rank, stats.as_dict())
+    return shard_files
+
+
+def _choose(
+    ds: Any, name: str, spec: DatasetSpec, proto: Protocol, indices: dict[str, list[int]] | None, n_split: int
+) -> Selection:
+    """The evaluated indices: the caller's, or the protocol's selection (data.subsets.evaluation_subset)."""
+    if indices is not None and name in indices:
+        idx = np.asarray(sorted(set(int(i) for i in indices[name])), dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= n_split):
+            raise ZSBenchError(f"requested indices for {name} fall outside 0..{n_split - 1}")
+        return Selection(idx, "given")
+    return evaluation_subset(
+        ds, spec.name, proto.samples_for(spec.name), proto.seed, proto.effective_selection()
+    )
 
 
 def _evaluate_dataset(
@@ -219,16 +300,13 @@ def _evaluate_dataset(
 ) -> dict[str, Any]:
     spec = _spec_for(name)
     key = dataset_key(name)
-    ds = _open(spec, name, root, lm.image_size)
+    preprocess = proto.effective_preprocess()
+    ds = _open(spec, name, root, lm.image_size, preprocess)
     n_split = len(ds)
     if n_split == 0:
         raise DataError(f"dataset {name} is empty under {root}", f"run `zsbench datasets verify {name}`")
-    if indices is not None and name in indices:
-        idx = np.asarray(sorted(set(int(i) for i in indices[name])), dtype=np.int64)
-        if idx.size and (idx.min() < 0 or idx.max() >= n_split):
-            raise ZSBenchError(f"requested indices for {name} fall outside 0..{n_split - 1}")
-    else:
-        idx = select_indices(n_split, proto.samples_for(spec.name), proto.seed, spec.name)
+    selection = _choose(ds, name, spec, proto, indices, n_split)
+    idx = selection.indices
     subset_hash = indices_sha256(idx)
     prompt_set = spec.prompt_set(proto.prompt_set)
     plan, attack_records = build_plan(proto, spec.num_classes)
@@ -241,43 +319,24 @@ def _evaluate_dataset(
         "protocol": proto.name,
         "version": proto.version,
         "params": proto.params(),
+        "preprocess": preprocess.as_dict(),
         "dataset": name,
         "subset_sha256": subset_hash,
         "shard_size": shard_size,
         "prompts": sha256_json({"c": list(prompt_set.classnames), "t": list(prompt_set.templates)}),
     }
+    run = _Run(lm, name, ds, prompt_set, spec.num_classes, cfg, shard_size, cache_dir, show, rank, world)
     shard_dir = out / "shards" / key
-    cfg_path = shard_dir / "config.json"
-    if cfg_path.exists():
-        previous = json.loads(cfg_path.read_text())
-        if previous != json.loads(json.dumps(run_cfg)):
-            raise ZSBenchError(
-                f"{out} holds a run of {name} with a different configuration",
-                "use another --out, or delete that directory to start over",
-            )
-    elif rank == 0:
-        atomic_write_json(cfg_path, run_cfg)
-    distributed.barrier()
-    bounds = shard_bounds(len(idx), shard_size)
-    shard_files = [shard_dir / f"{s:09d}-{e:09d}.jsonl" for s, e in bounds]
-    mine = [k for k in range(len(bounds)) if k % world == rank and not shard_files[k].exists()]
-    if mine:
-        clf = build_classifier(lm, prompt_set, cfg.device, Path(cache_dir) if cache_dir else None)
-        total = sum(bounds[k][1] - bounds[k][0] for k in mine)
-        bar = tqdm(total=total, desc=f"{name}", unit="img", disable=not show, leave=True, dynamic_ncols=True)
-
-        def write(k: int, recs: list[dict[str, Any]]) -> None:
-            atomic_write_text(shard_files[k], records_to_jsonl(recs))
-
-        specs = [ShardSpec(k, idx[bounds[k][0] : bounds[k][1]]) for k in mine]
-        try:
-            stats = evaluate_shards(
-                clf, ds, specs, plan, cfg, write, num_classes=spec.num_classes, on_progress=bar.update
-            )
-        except DataError as exc:
-            raise DataError(f"{name}: {exc.message}", exc.hint) from exc
-        bar.close()
-        distributed.write_engine_stats(shard_dir, rank, stats.as_dict())
+    _checked_config(shard_dir, run_cfg, out, name, rank)
+    shard_files = _run_shards(run, idx, plan, shard_dir, name)
+    # FARE reports clean accuracy on the whole split and attacks a subset (see Protocol.clean_on)
+    clean_split = proto.clean_on_for(spec.name) == "split" and indices is None
+    split_idx = np.arange(n_split, dtype=np.int64)
+    split_files: list[Path] = []
+    if clean_split and idx.size < n_split:
+        split_dir = shard_dir / "clean-split"
+        _checked_config(split_dir, {**run_cfg, "subset_sha256": indices_sha256(split_idx)}, out, name, rank)
+        split_files = _run_shards(run, split_idx, [], split_dir, f"{name} (clean, whole split)")
     if rank == 0 and any(p.attacks for p in plan) and not (shard_dir / "sanity.json").exists():
         # also when a resume finds every shard done: a kill before sanity.json must not lose the checks
         clf = build_classifier(lm, prompt_set, cfg.device, Path(cache_dir) if cache_dir else None)
@@ -292,6 +351,8 @@ def _evaluate_dataset(
             "n_split": n_split,
             "num_classes": spec.num_classes,
             "subset_sha256": subset_hash,
+            "selection": selection.as_dict(),
+            "preprocess": preprocess.as_dict() if spec.eval_resolution != "native" else "native",
             "samples_sha256": samples_sha,
             "samples_file": f"samples/{key}.jsonl",
             "prompt_set": proto.prompt_set,
@@ -302,6 +363,8 @@ def _evaluate_dataset(
             "skipped": 0,
         }
     )
+    if clean_split:
+        summary.update(_clean_split_summary(summary, split_files, split_idx, out, key))
     engine = distributed.read_engine_stats(shard_dir)
     if engine:
         summary["engine"] = engine
@@ -311,24 +374,50 @@ def _evaluate_dataset(
     return summary
 
 
+def _clean_split_summary(
+    summary: dict[str, Any], split_files: list[Path], split_idx: np.ndarray, out: Path, key: str
+) -> dict[str, Any]:
+    """`clean_acc_split` (whole split, as FARE reports clean accuracy) beside the attacked samples' clean_acc."""
+    if not split_files:  # every sample was attacked: the evaluated records already cover the split
+        return {"clean_acc_split": summary["clean_acc"], "n_clean_split": summary["n"]}
+    path = out / "samples" / f"{key}.clean-split.jsonl"
+    clean, sha = merge_shards(split_files, path, split_idx, [])
+    return {
+        "clean_acc_split": clean["clean_acc"],
+        "n_clean_split": clean["n"],
+        "clean_split_samples_file": f"samples/{key}.clean-split.jsonl",
+        "clean_split_samples_sha256": sha,
+    }
+
+
 def _mean(vals: list[float | None]) -> float | None:
     vals = [v for v in vals if v is not None]
     return round(sum(vals) / len(vals), 4) if vals else None
 
 
 def _assemble(
-    model_info, proto, custom, overrides, per_dataset, names, cfg, started, wall, world
+    model_info, proto, custom, overrides, per_dataset, names, cfg, started, wall, world, reach
 ) -> dict[str, Any]:
     labels = [eps_label(e) for e in sorted(proto.eps)]
     means: dict[str, Any] = {
         "clean_acc": _mean([per_dataset[n]["clean_acc"] for n in names]),
+        # the protocol's clean figure: whole split where it says so, the evaluated samples elsewhere
+        **(
+            {
+                "clean_acc_split": _mean(
+                    [per_dataset[n].get("clean_acc_split", per_dataset[n]["clean_acc"]) for n in names]
+                )
+            }
+            if any("clean_acc_split" in per_dataset[n] for n in names)
+            else {}
+        ),
         "robust_acc": _mean([per_dataset[n].get("robust_acc") for n in names]),
     }
     if labels:
         means["robust_acc_by_eps"] = {
             lab: _mean([per_dataset[n]["robust_acc_by_eps"][lab] for n in names]) for lab in labels
         }
-    sanity = _sanity_summary(per_dataset)
+    sanity = _sanity_summary(per_dataset, reach)
     return {
         "schema": SCHEMA,
         "model": model_info,
@@ -339,6 +428,8 @@ def _assemble(
             "overrides": {k: (list(v) if isinstance(v, tuple) else v) for k, v in overrides.items()},
             "description": proto.description,
             "params": proto.params(),
+            "preprocess": proto.effective_preprocess().as_dict(),
+            "selection": proto.effective_selection(),
         },
         "datasets": per_dataset,
         "means": means,
@@ -347,15 +438,18 @@ def _assemble(
     }
 
 
-def _sanity_summary(per_dataset: dict[str, Any]) -> dict[str, Any]:
-    """All checks of the run: consistency (robust <= clean, monotone in eps) and per-dataset attack checks."""
+def _sanity_summary(per_dataset: dict[str, Any], reach: list[dict[str, Any]]) -> dict[str, Any]:
+    """All checks of the run: attacks that cannot reach eps, consistency (robust <= clean, monotone
+    in eps) and per-dataset attack checks."""
     consistency = consistency_checks(per_dataset)
-    warnings = [f"{c.get('dataset')}: {c['message']}" for c in consistency if c["status"] == "warning"]
+    warnings = [c["message"] for c in reach if c["status"] == "warning"]
+    warnings += [f"{c.get('dataset')}: {c['message']}" for c in consistency if c["status"] == "warning"]
     for name, d in per_dataset.items():
         for c in d.get("sanity", []):
             if c.get("status") == "warning":
                 warnings.append(f"{name}: {c['message']}")
     return {
+        "reach": {"passed": all(c["status"] != "warning" for c in reach), "checks": reach},
         "consistency": {"passed": all(c["status"] != "warning" for c in consistency), "checks": consistency},
         "warnings": warnings,
         "passed": not warnings,

@@ -8,7 +8,18 @@ from typing import Any
 
 from .protocols import Protocol, eps_label, get_protocol, list_protocols
 
-COLUMNS = ("name", "version", "suite", "threat", "attacks", "samples", "templates", "precision", "seed")
+COLUMNS = (
+    "name",
+    "version",
+    "suite",
+    "threat",
+    "attacks",
+    "samples",
+    "preprocess",
+    "templates",
+    "precision",
+    "seed",
+)
 
 
 PIXEL_PARAMS = ("step_size",)  # radii in pixel units, shown as k/255
@@ -31,6 +42,13 @@ def protocol_row(p: Protocol) -> dict[str, Any]:
     samples = "full split" if p.samples is None else str(p.samples)
     if p.samples_by_dataset:
         samples += " (" + ", ".join(f"{k} {v}" for k, v in sorted(p.samples_by_dataset.items())) + ")"
+    if p.samples is not None:
+        samples += ", FARE's choice" if p.effective_selection() == "fare" else ", seeded"
+    if p.clean_on == "split":
+        samples += "; clean: whole split" + "".join(
+            f" ({k}: evaluated samples)" for k, v in sorted(p.clean_on_by_dataset.items()) if v == "evaluated"
+        )
+    preprocess = p.effective_preprocess().text() + ("" if p.preprocess else " (default)")
     return {
         "name": p.name,
         "version": p.version,
@@ -38,11 +56,13 @@ def protocol_row(p: Protocol) -> dict[str, Any]:
         "threat": threat,
         "attacks": [_attack_text(a.name, a.params) for a in p.attacks] or ["none"],
         "samples": samples,
+        "preprocess": preprocess,
         "templates": p.prompt_set,
         "precision": p.precision,
         "seed": p.seed,
         "description": p.description,
         "params": p.params(),
+        "preprocess_params": p.effective_preprocess().as_dict(),
         "fingerprint": p.fingerprint(),
     }
 
@@ -72,7 +92,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    row = protocol_row(get_protocol(args.name))
+    row = protocol_row(get_protocol(args.name, args.version))
     if args.json:
         print(json.dumps(row, indent=2))
         return 0
@@ -93,8 +113,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     lp = sub.add_parser(
         "list",
         help="every protocol with every parameter",
-        description="Every protocol with every "
-        "parameter: threat model, attacks and their settings, samples, templates, precision, seed.",
+        description="Every protocol (current versions) with every parameter: threat model, attacks and "
+        "their settings, samples and how they are chosen, preprocessing, templates, precision, seed.",
     )
     lp.add_argument(
         "--json",
@@ -108,5 +128,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         description="One protocol with every parameter, its description and fingerprint.",
     )
     sp.add_argument("name", help="protocol name, e.g. tecoa-pgd")
+    sp.add_argument(
+        "--version", type=int, default=None, help="an earlier (superseded) version instead of the current one"
+    )
     sp.add_argument("--json", action="store_true", help="print a JSON object instead of text")
     sp.set_defaults(func=_cmd_show)

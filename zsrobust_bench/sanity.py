@@ -173,6 +173,45 @@ def attack_checks(
     ]
 
 
+def reach_checks(attack_records: Mapping[str, list[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """Every stepwise attack must be able to reach its eps: steps * step_size >= eps.
+
+    Input: per eps label, the attack records of `attacks.registry.build_attacks` (what ran, with
+    its parameters). An attack whose steps cannot add up to eps never touches the boundary of its
+    threat model (e.g. ten steps of 1/255 at eps 0.5), so its robust accuracy means nothing.
+    Attacks without a fixed step (APGD adapts 2*eps) are not checked.
+    """
+    out: list[dict[str, Any]] = []
+    for label, records in attack_records.items():
+        for rec in records:
+            params = rec.get("params") or {}
+            if params.get("step_size") is None or params.get("steps") is None:
+                continue
+            eps, steps, step = float(params["eps"]), int(params["steps"]), float(params["step_size"])
+            travel = steps * step
+            ok = travel >= eps * (1 - 1e-9)
+            message = (
+                f"{rec['ran']} at {label}: {steps} steps of {eps_label(step)} reach {eps_label(travel)} >= eps"
+                if ok
+                else f"{rec['ran']} at {label}: {steps} steps of {eps_label(step)} move at most "
+                f"{eps_label(travel)}, less than eps {label}: the attack cannot reach its threat model; "
+                "its robust accuracy is meaningless (give a step size of at least eps/steps)"
+            )
+            out.append(
+                _result(
+                    "reach",
+                    ok,
+                    message,
+                    attack=rec["ran"],
+                    eps=label,
+                    steps=steps,
+                    step_size=step,
+                    travel=travel,
+                )
+            )
+    return out
+
+
 def _eps_value(key: Any) -> float:
     return parse_eps(key) if isinstance(key, str) else float(key)
 

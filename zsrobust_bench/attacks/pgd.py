@@ -55,6 +55,7 @@ class PGD(StepwiseAttack):
         random_start: bool = True,
         restarts: int = 1,
         name: str | None = None,
+        step_fraction: float | None = None,
     ) -> None:
         super().__init__(eps)
         if norm not in ("Linf", "L2"):
@@ -62,9 +63,13 @@ class PGD(StepwiseAttack):
         if steps < 0 or restarts < 1:
             raise ValueError("PGD needs steps >= 0 and restarts >= 1")
         self.total_steps = int(steps)
-        self.step_size = float(
-            step_size if step_size is not None else (eps / 4 if norm == "Linf" else eps / 5)
-        )
+        if step_size is not None and step_fraction is not None:
+            raise ValueError("PGD takes step_size or step_fraction (of eps), not both")
+        if step_fraction is not None and not 0 < step_fraction <= 1:
+            raise ValueError(f"PGD step_fraction must be in (0, 1], got {step_fraction}")
+        default_fraction = 1 / 4 if norm == "Linf" else 1 / 5
+        self.step_fraction = None if step_size is not None else float(step_fraction or default_fraction)
+        self.step_size = float(step_size) if step_size is not None else self.step_fraction * eps
         self.norm = norm
         self.loss_name = loss
         self.loss = get_loss(loss)
@@ -79,6 +84,7 @@ class PGD(StepwiseAttack):
             "eps": self.eps,
             "steps": self.total_steps,
             "step_size": self.step_size,
+            **({"step_fraction": self.step_fraction} if self.step_fraction is not None else {}),
             "loss": self.loss_name,
             "loss_reduction": LOSS_REDUCTION[self.loss_name],
             "loss_dtype": "fp32",

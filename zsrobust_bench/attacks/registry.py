@@ -104,7 +104,7 @@ def build_attacks(
     return attacks, records
 
 
-_PGD_PARAMS = ("steps", "step_size", "norm", "random_start", "restarts")
+_PGD_PARAMS = ("steps", "step_size", "step_fraction", "norm", "random_start", "restarts")
 _APGD_PARAMS = ("n_iter", "n_restarts", "rho", "eot_iter", "norm")
 
 

@@ -42,7 +42,11 @@ CB = LAION-AI/CLIP_benchmark ``en_classnames.json``; TeCoA's generic template is
 - food101, dtd: CLIP; tecoa = refined with the dataset templates of R-TeCoA.
 - eurosat: folders in torchvision order; CLIP's names reordered to it (as CB); tecoa = R-TeCoA's
   custom names with ``A centered satellite photo of {}.``.
-- pcam: CLIP; tecoa = R-TeCoA's two fixed sentences as class names with template ``{}``. R-TeCoA's
+- caltech101-vtab, eurosat-vtab (FARE's VTAB variants, ``clip`` set only): class names
+  CB ``caltech101_vtab`` (102, with ``background``) and ``eurosat``, templates CB ``caltech101`` and
+  ``eurosat`` (CB builder.py uses the last part of ``wds/vtab/<name>`` as the template key).
+- pcam: clip = CB's names and CB's two templates (``a histopathology slide showing {c}``,
+  ``histopathology image of {c}``); tecoa = R-TeCoA's two fixed sentences as class names with template ``{}``. R-TeCoA's
   first sentence reads "Tthis is a photo of healthy lymph node tissue." (typo in the code); we
   record the corrected sentence.
 - hateful-memes: CLIP; R-TeCoA's prompts are NOT FOUND (its HatefulMemes class is not shipped), so
@@ -95,6 +99,7 @@ class Entry:
     homepage: str = ""
     license: str = ""
     local_hf: bool = True
+    prompt_sets: tuple[str, ...] = tuple(PROMPT_SET_FILES)
 
 
 def _wds(repo: str, split_dirs: Mapping[str, str] | None = None) -> Source:
@@ -369,6 +374,42 @@ ENTRIES: tuple[Entry, ...] = (
         local_hf=False,
     ),
     Entry(
+        "caltech101-vtab",
+        102,
+        (_wds("clip-benchmark/wds_vtab-caltech101"),),
+        aliases=("vtab-caltech101", "caltech101_vtab"),
+        size_hint=6_084,
+        split_note=(
+            "FARE's Caltech-101: VTAB's test split = the TFDS caltech101:3.* 'test' split "
+            "(google-research/task_adaptation data/caltech.py: tfds_splits['test'] = 'test'), 6,084 images "
+            "(tensorflow/datasets docs/catalog/caltech101.md, version 3.0.0), 102 classes including "
+            "'background' (CLIP_benchmark en_classnames.json 'caltech101_vtab'), read from the "
+            "clip-benchmark webdataset FARE evaluates (RVLM CLIP_benchmark/benchmark/datasets.txt: "
+            "wds/vtab/caltech101). TeCoA's 101-class Caltech-101 is `caltech101`."
+        ),
+        homepage="https://data.caltech.edu/records/20086",
+        license="CC BY 4.0",
+        local_hf=False,
+        prompt_sets=("clip",),
+    ),
+    Entry(
+        "eurosat-vtab",
+        10,
+        (_wds("clip-benchmark/wds_vtab-eurosat"),),
+        aliases=("vtab-eurosat",),
+        size_hint=5_400,
+        split_note=(
+            "FARE's EuroSAT: VTAB's test split = the last 20% of TFDS eurosat/rgb 'train' (27,000 images; "
+            "google-research/task_adaptation data/eurosat.py: test = 'train[80%:]', 5,400 images), read "
+            "from the clip-benchmark webdataset FARE evaluates (RVLM CLIP_benchmark/benchmark/datasets.txt: "
+            "wds/vtab/eurosat). TeCoA's EuroSAT is `eurosat`."
+        ),
+        homepage="https://github.com/phelber/eurosat",
+        license="MIT",
+        local_hf=False,
+        prompt_sets=("clip",),
+    ),
+    Entry(
         "dtd",
         47,
         (
@@ -498,9 +539,11 @@ SUITES: dict[str, tuple[str, ...]] = {
         "imagenet", "cifar10", "cifar100", "stl10", "caltech101", "caltech256", "pets", "flowers102",
         "fgvc-aircraft", "stanford-cars", "sun397", "tiny-imagenet", "food101", "eurosat", "dtd", "pcam",
     ),
+    # FARE: ImageNet (CLIP_eval/clip_robustbench.py) + the 13 webdatasets of RVLM
+    # CLIP_benchmark/benchmark/datasets.txt, with VTAB's Caltech-101 and EuroSAT
     "fare14": (
-        "imagenet", "cifar10", "cifar100", "stl10", "stanford-cars", "caltech101", "pets", "flowers102",
-        "dtd", "eurosat", "fgvc-aircraft", "pcam", "imagenet-r", "imagenet-sketch",
+        "imagenet", "cifar10", "cifar100", "stl10", "stanford-cars", "caltech101-vtab", "pets", "flowers102",
+        "dtd", "eurosat-vtab", "fgvc-aircraft", "pcam", "imagenet-r", "imagenet-sketch",
     ),
 }  # fmt: skip
 
@@ -519,7 +562,7 @@ def build_spec(entry: Entry) -> DatasetSpec:
     return DatasetSpec(
         name=entry.name,
         num_classes=entry.num_classes,
-        prompt_sets={key: load_prompt_set(entry.name, key) for key in PROMPT_SET_FILES},
+        prompt_sets={key: load_prompt_set(entry.name, key) for key in entry.prompt_sets},
         eval_split=entry.eval_split,
         sources=entry.sources + ((LOCAL_HF,) if entry.local_hf else ()),
         aliases=entry.aliases,

@@ -12,8 +12,9 @@ read. Files on disk are read in their published formats, by the same code path f
 - ``manual``: instructions only.
 
 Pixels are RGB (grey, palette and RGBA images are converted). Datasets with eval_resolution
-"native" keep their stored size; the others are resized (bicubic, antialiased, shorter side to
-``image_size``) and centre-cropped to ``image_size`` here, before any attack. Missing data, a
+"native" keep their stored size; the others are resized and centre-cropped here, before any
+attack, by the protocol's ``Preprocess`` (default: bicubic, antialiased, shorter side to
+``image_size``, crop ``image_size``). Missing data, a
 corrupt image or a label out of range raises DataError naming the path.
 
 This module is the public entry: it picks the source and dispatches to it. The format readers live
@@ -30,6 +31,7 @@ from torch.utils.data import Dataset
 
 from ..errors import DataError
 from .paths import dataset_dir, resolve_data_root
+from .preprocess import DEFAULT_PREPROCESS, Preprocess
 from .readers import BUILTIN_SOURCES
 from .readers.base import ArraySource, ImageSource, Locator, Reader, SubsetSource
 from .readers.cifar import CIFAR_LAYOUTS
@@ -139,9 +141,14 @@ def missing_data_error(spec: DatasetSpec, data_root: Path, split: str) -> DataEr
 
 
 def open_eval_dataset(
-    spec: DatasetSpec, data_root: Path | None, image_size: int, split: str | None = None
+    spec: DatasetSpec,
+    data_root: Path | None,
+    image_size: int,
+    split: str | None = None,
+    preprocess: Preprocess = DEFAULT_PREPROCESS,
 ) -> Dataset:
-    """Items (float32 (3,H,W) in [0,1], int label) of `split` (default: the eval split) from the first present source."""
+    """Items (float32 (3,H,W) in [0,1], int label) of `split` (default: the eval split) from the first
+    present source, resized and cropped by `preprocess` (a protocol's) unless stored at native size."""
     split = split or spec.eval_split
     root = resolve_data_root(None) if data_root is None else Path(data_root)
     for source in spec.sources:
@@ -152,5 +159,6 @@ def open_eval_dataset(
         locate, read = BUILTIN_SOURCES[source.kind]
         path = locate(spec, source, root, split)
         if path is not None and path.exists():
-            return EvalDataset(spec, split, source, path, read(spec, source, path, split), image_size)
+            items = read(spec, source, path, split)
+            return EvalDataset(spec, split, source, path, items, image_size, preprocess)
     raise missing_data_error(spec, root, split)

@@ -31,8 +31,8 @@ def _readme(tables: list[Table]) -> str:
     for t in tables:
         counts = {s: sum(1 for r in t.rows if r.status == s) for s in ("evaluated", "reported")}
         lines.append(
-            f"- [{md_escape(protocol_heading(t.protocol))}]({t.protocol.name}.md) "
-            f"([CSV]({t.protocol.name}.csv)): {counts['evaluated']} evaluated, {counts['reported']} reported"
+            f"- [{md_escape(protocol_heading(t.protocol))}]({t.slug}.md) "
+            f"([CSV]({t.slug}.csv)): {counts['evaluated']} evaluated, {counts['reported']} reported"
         )
     return "\n".join(lines) + "\n"
 
@@ -50,8 +50,8 @@ def render_leaderboard(submissions_dir: str | Path, out_dir: str | Path) -> dict
     tables = tables_for(entries, out_dir)
     files: dict[str, str] = {"README.md": _readme(tables), "index.html": render_index(tables)}
     for t in tables:
-        files[f"{t.protocol.name}.md"] = markdown_page(t)
-        files[f"{t.protocol.name}.csv"] = csv_table(t)
+        files[f"{t.slug}.md"] = markdown_page(t)
+        files[f"{t.slug}.csv"] = csv_table(t)
     files[MANIFEST] = "".join(f"{name}\n" for name in sorted([*files, MANIFEST]))
     return {name: text.encode("utf-8") for name, text in sorted(files.items())}
 

@@ -53,7 +53,7 @@ def _section(table: Table) -> str:
     info = table.protocol
     svg, missing = chart_svg(table)
     parts = [
-        f'<section class="protocol" id="p-{_attr(info.name)}" data-protocol="{_attr(info.name)}">',
+        f'<section class="protocol" id="p-{_attr(table.slug)}" data-protocol="{_attr(info.name)}">',
         f"<h2>{escape(protocol_heading(info))}</h2>",
     ]
     if info.description:
@@ -96,8 +96,7 @@ def render_index(tables: list[Table]) -> str:
         "</div>"
     )
     toc = "".join(
-        f'<li><a href="#p-{_attr(t.protocol.name)}">{escape(protocol_heading(t.protocol))}</a></li>'
-        for t in tables
+        f'<li><a href="#p-{_attr(t.slug)}">{escape(protocol_heading(t.protocol))}</a></li>' for t in tables
     )
     sections = "\n".join(_section(t) for t in tables) or "<p>No entries yet.</p>"
     return (

@@ -44,6 +44,8 @@ def markdown_table(table: Table) -> str:
 def protocol_heading(info: ProtocolInfo) -> str:
     """One line naming the protocol, its version and kind."""
     kind = "synthetic suite: a smoke test, not comparable with real datasets" if info.synthetic else info.kind
+    if info.superseded_by is not None:
+        kind += f"; superseded by version {info.superseded_by}, ranked separately"
     return f"{info.name} (version {info.version}, {kind})"
 
 
@@ -89,7 +91,7 @@ def _row_from_results(doc: dict[str, Any], name: str) -> Row:
 def display_protocol(name: str, version: int) -> ProtocolInfo:
     """Protocol facts for display; a bare description when no registry knows the name."""
     try:
-        info = lookup_protocol(name)
+        info = lookup_protocol(name, version)
     except RegistryUnavailable:
         info = None
     return info or ProtocolInfo(name=name, version=version, kind="registered", title=name, description="")

@@ -28,6 +28,12 @@ class ProtocolInfo:
     source_url: str | None = None
     synthetic: bool = False
     params: dict[str, Any] | None = None  # every frozen parameter, as results.json records it, when known
+    superseded_by: int | None = None  # the current version, when this one is an older registered version
+
+    @property
+    def slug(self) -> str:
+        """File-name key: the name, plus `-v<N>` for a superseded version (never ranked with the current one)."""
+        return self.name if self.superseded_by is None else f"{self.name}-v{self.version}"
 
 
 class RegistryUnavailable(ZSBenchError):
@@ -69,8 +75,9 @@ def reported_protocols() -> dict[str, ProtocolInfo]:
     return out
 
 
-def _get_registered(name: str) -> Any | None:
-    """The registered protocol object for `name`, None when unknown; RegistryUnavailable if not importable."""
+def _get_registered(name: str, version: int | None = None) -> Any | None:
+    """The registered protocol object for `name` (at `version`, default the current one), None when
+    unknown; RegistryUnavailable if not importable."""
     try:
         from .. import protocols
     except ImportError as exc:
@@ -78,7 +85,7 @@ def _get_registered(name: str) -> Any | None:
             f"cannot check protocol {name!r}: zsrobust_bench.protocols is not importable ({exc})"
         ) from exc
     try:
-        return protocols.get_protocol(name)
+        return protocols.get_protocol(name, version)
     except (ZSBenchError, KeyError, LookupError):
         return None
 
@@ -86,7 +93,7 @@ def _get_registered(name: str) -> Any | None:
 def _suite_members(proto: Any) -> tuple[str, ...]:
     for attr in ("datasets", "suite"):
         value = getattr(proto, attr, None)
-        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
             return tuple(value)
         if isinstance(value, str) and value:
             try:
@@ -122,7 +129,7 @@ def _frozen_params(proto: Any) -> dict[str, Any] | None:
     return json.loads(json.dumps(params()))  # the JSON form results.json holds (tuples become lists)
 
 
-def _registered_info(proto: Any) -> ProtocolInfo:
+def _registered_info(proto: Any, current: int | None = None) -> ProtocolInfo:
     members = _suite_members(proto)
     description = getattr(proto, "description", None) or getattr(proto, "summary", None) or ""
     eps = tuple(eps_label(float(e)) for e in getattr(proto, "eps", ()) or ())
@@ -137,13 +144,19 @@ def _registered_info(proto: Any) -> ProtocolInfo:
         datasets=members,
         synthetic=_is_synthetic(proto, members),
         params=_frozen_params(proto),
+        superseded_by=current if current is not None and current != int(proto.version) else None,
     )
 
 
-def lookup_protocol(name: str) -> ProtocolInfo | None:
-    """Facts for a registered or reported protocol, None when neither knows `name`."""
+def lookup_protocol(name: str, version: int | None = None) -> ProtocolInfo | None:
+    """Facts for a registered or reported protocol (registered: at `version`, default the current
+    one; superseded versions say so), None when neither knows it."""
     reported = reported_protocols()
     if name in reported:
-        return reported[name]
-    proto = _get_registered(name)
-    return None if proto is None else _registered_info(proto)
+        info = reported[name]
+        return info if version is None or version == info.version else None
+    proto = _get_registered(name, version)
+    if proto is None:
+        return None
+    current = _get_registered(name)
+    return _registered_info(proto, None if current is None else int(current.version))

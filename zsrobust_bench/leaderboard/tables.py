@@ -47,7 +47,7 @@ class Table:
 
     @property
     def slug(self) -> str:
-        return self.protocol.name
+        return self.protocol.slug
 
 
 def fmt(value: float | None, status: str, decimals: int | None = None) -> str:
@@ -141,20 +141,27 @@ def _first_eps(rfs: list[ResultsFile]) -> str | None:
 
 
 def tables_for(entries: list[Entry], out_dir: Path) -> list[Table]:
-    """One table per protocol: registered real suites first, then reported protocols, synthetic last."""
-    groups: dict[str, list[tuple[Entry, ResultsFile]]] = {}
+    """One table per protocol and version (an older version is never ranked with the current one):
+    registered real suites first, then reported protocols, synthetic last."""
+    groups: dict[tuple[str, int], list[tuple[Entry, ResultsFile]]] = {}
     for entry in entries:
         for rf in entry.results:
-            groups.setdefault(rf.protocol, []).append((entry, rf))
+            groups.setdefault((rf.protocol, int(rf.doc["protocol"]["version"])), []).append((entry, rf))
     tables = []
-    for name, members in groups.items():
-        info = lookup_protocol(name)
+    for (name, version), members in groups.items():
+        info = lookup_protocol(name, version)
         if info is None:
-            raise ValueError(f"unknown protocol {name!r}: validate the submissions first")
+            raise ValueError(f"unknown protocol {name!r} version {version}: validate the submissions first")
         rows = [row_for(e, rf, out_dir) for e, rf in members]
         tables.append(make_table(info, rows, _first_eps([rf for _, rf in members])))
     return sorted(
-        tables, key=lambda t: (t.protocol.synthetic, KIND_ORDER.get(t.protocol.kind, 9), t.protocol.name)
+        tables,
+        key=lambda t: (
+            t.protocol.synthetic,
+            KIND_ORDER.get(t.protocol.kind, 9),
+            t.protocol.name,
+            -t.protocol.version,
+        ),
     )
 
 

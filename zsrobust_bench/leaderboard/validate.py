@@ -107,7 +107,8 @@ def evaluated_mean_problems(rf: ResultsFile) -> list[Problem]:
 
 
 def protocol_problems(rf: ResultsFile) -> tuple[ProtocolInfo | None, list[Problem]]:
-    """The protocol is known, at its version, and (for runs) neither custom nor overridden."""
+    """The protocol is known at its version (the current or a superseded one), and (for runs) neither
+    custom nor overridden."""
     proto = rf.doc["protocol"]
     f = rf.file
     problems: list[Problem] = []
@@ -125,13 +126,22 @@ def protocol_problems(rf: ResultsFile) -> tuple[ProtocolInfo | None, list[Proble
             Problem(f, "protocol.name", f"unknown protocol {proto['name']!r}: see `zsbench protocols list`"),
         ]
     if info.version != proto["version"]:
-        problems.append(
-            Problem(
-                f,
-                "protocol.version",
-                f"is {proto['version']} but protocol {info.name!r} is at version {info.version}",
-            )
+        # a superseded registered version stays valid (checked against its own frozen parameters,
+        # shown with its version and ranked in its own table); anything else is unknown
+        older = (
+            lookup_protocol(proto["name"], proto["version"]) if isinstance(proto["version"], int) else None
         )
+        if older is None:
+            problems.append(
+                Problem(
+                    f,
+                    "protocol.version",
+                    f"is {proto['version']} but protocol {info.name!r} is at version {info.version} "
+                    "and has no such earlier version",
+                )
+            )
+        else:
+            info = older
     if rf.kind == EVALUATED:
         if info.kind != "registered":
             problems.append(

@@ -14,6 +14,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ...errors import DataError
+from ..preprocess import DEFAULT_PREPROCESS, Preprocess
 from ..spec import DatasetSpec, Source
 from .base import ImageSource
 from .images import DECODE_ERRORS, pil_to_pixels, to_rgb
@@ -30,9 +31,11 @@ class EvalDataset(Dataset):
         location: Path,
         items: ImageSource,
         image_size: int,
+        preprocess: Preprocess = DEFAULT_PREPROCESS,
     ) -> None:
         self.spec, self.split, self.source, self.location, self.items = spec, split, source, location, items
         self.image_size = None if spec.eval_resolution == "native" else int(image_size)
+        self.preprocess = preprocess
 
     def __len__(self) -> int:
         return len(self.items)
@@ -64,4 +67,4 @@ class EvalDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(index)
         image, label = self.load(index)
-        return pil_to_pixels(image, self.image_size), label
+        return pil_to_pixels(image, self.image_size, self.preprocess), label

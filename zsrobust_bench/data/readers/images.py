@@ -2,8 +2,8 @@
 
 Every reader hands back PIL images in whatever mode the file stores (grey, 16-bit grey, palette,
 RGBA); converting them here, in one place, keeps the pixels a model sees identical whichever
-format the dataset came in. Resizing (bicubic, antialiased, shorter side) and centre-cropping also
-happen here, before any attack.
+format the dataset came in. Resizing (the protocol's `Preprocess`: shorter side, antialiased) and
+centre-cropping also happen here, before any attack.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
+
+from ..preprocess import DEFAULT_PREPROCESS, Preprocess, preprocess_pil, to_pixels
 
 # What a corrupt or truncated image file raises while being decoded.
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
@@ -31,9 +31,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def pil_to_pixels(image: Image.Image, size: int | None) -> torch.Tensor:
-    """RGB image -> float32 (3,H,W) in [0,1]; with `size`, bicubic resize of the shorter side + centre crop."""
+def pil_to_pixels(
+    image: Image.Image, size: int | None, preprocess: Preprocess = DEFAULT_PREPROCESS
+) -> torch.Tensor:
+    """RGB image -> float32 (3,H,W) in [0,1]; with `size` (the model's input size), the protocol's
+    resize + centre crop first (default: bicubic, shorter side to `size`, crop `size`)."""
     if size is not None:
-        image = TF.resize(image, size, interpolation=InterpolationMode.BICUBIC, antialias=True)
-        image = TF.center_crop(image, [size, size])
-    return TF.pil_to_tensor(image).to(torch.float32).div_(255.0)
+        image = preprocess_pil(image, preprocess, size)
+    return to_pixels(image)
