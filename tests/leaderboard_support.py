@@ -33,13 +33,34 @@ STUB_PROTOCOLS = {
     "stub-synthetic": SimpleNamespace(
         name="stub-synthetic", version=1, suite=None, datasets=("synth-a", "synth-b"), synthetic=True
     ),
+    "stub-versioned": SimpleNamespace(
+        name="stub-versioned", version=2, suite=None, datasets=("alpha", "beta"), synthetic=False
+    ),
 }
-EPS = {"stub-pgd": [1 / 255], "stub-aa": [2 / 255, 4 / 255], "stub-synthetic": [4 / 255]}
+# Superseded versions the stub registry still knows, like protocols.SUPERSEDED.
+STUB_SUPERSEDED = {
+    ("stub-versioned", 1): SimpleNamespace(
+        name="stub-versioned", version=1, suite=None, datasets=("alpha", "beta"), synthetic=False
+    ),
+}
+EPS = {
+    "stub-pgd": [1 / 255],
+    "stub-aa": [2 / 255, 4 / 255],
+    "stub-synthetic": [4 / 255],
+    "stub-versioned": [1 / 255],
+}
 
 
 def install_stub_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     """Route registered-protocol lookups to STUB_PROTOCOLS (tests only)."""
-    monkeypatch.setattr(protocols_ref, "_get_registered", lambda name: STUB_PROTOCOLS.get(name))
+
+    def get(name: str, version: int | None = None) -> Any:
+        proto = STUB_PROTOCOLS.get(name)
+        if proto is not None and version in (None, proto.version):
+            return proto
+        return STUB_SUPERSEDED.get((name, version))
+
+    monkeypatch.setattr(protocols_ref, "_get_registered", get)
 
 
 def _records(dataset: str, n: int, labels: list[str]) -> list[dict[str, Any]]:
@@ -83,6 +104,7 @@ def make_run(
     custom: bool = False,
     checkpoint: bytes = b"fake checkpoint bytes",
     name: str = "run",
+    version: int = 1,
 ) -> Path:
     """A run folder like `zsbench evaluate --out` writes: results.json plus samples/<dataset>.jsonl."""
     run = root / name
@@ -127,7 +149,7 @@ def make_run(
         },
         "protocol": {
             "name": protocol,
-            "version": 1,
+            "version": version,
             "custom": custom,
             "overrides": {"pgd.steps": 10} if custom else {},
             "params": {

@@ -8,10 +8,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from leaderboard_support import REPO, copy_reported, install_stub_registry, load_json, make_run
+from leaderboard_support import REPO, copy_reported, dump_json, install_stub_registry, load_json, make_run
 
 from zsrobust_bench.errors import SubmissionError
 from zsrobust_bench.leaderboard import build_leaderboard, differences, render_markdown_table, submit_run
+from zsrobust_bench.leaderboard.problems import errors
+from zsrobust_bench.leaderboard.validate import validate_submissions
 
 
 @pytest.fixture
@@ -118,3 +120,36 @@ def test_render_markdown_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert "Robust avg 2/255" in header and "alpha 4/255" in header
     assert len(lines) == 6 and f"{a['means']['clean_acc']:.2f}" in text
     assert sum(line.startswith("|---") for line in render_markdown_table([a]).splitlines()) == 1
+
+
+def test_an_older_protocol_version_stays_valid_shown_with_its_version_and_ranked_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Results of a superseded version validate, and get their own table (never ranked with the
+    current version's rows); a version the registry never had is an error."""
+    install_stub_registry(monkeypatch)
+    subs = tmp_path / "submissions"
+    submit_run(make_run(tmp_path, "stub-versioned", name="old", version=1), "model-old", subs)
+    submit_run(
+        make_run(tmp_path, "stub-versioned", name="new", version=2, checkpoint=b"other"), "model-new", subs
+    )
+    assert not errors(validate_submissions(subs))
+    out = tmp_path / "lb"
+    names = {p.name for p in build_leaderboard(subs, out)}
+    assert {
+        "stub-versioned.md",
+        "stub-versioned-v1.md",
+        "stub-versioned.csv",
+        "stub-versioned-v1.csv",
+    } <= names
+    old, new = (out / "stub-versioned-v1.csv").read_text(), (out / "stub-versioned.csv").read_text()
+    assert "model-old" in old and "model-new" not in old and "model-new" in new and "model-old" not in new
+    assert (
+        "version 1, registered; superseded by version 2, ranked separately" in (out / "README.md").read_text()
+    )
+    path = subs / "model-old" / "results" / "stub-versioned.json"
+    doc = load_json(path)
+    doc["protocol"]["version"] = 7
+    dump_json(path, doc)
+    found = [p for p in errors(validate_submissions(subs)) if p.field == "protocol.version"]
+    assert found and "has no such earlier version" in found[0].message

@@ -194,3 +194,38 @@ def test_eps_zero_is_allowed_and_custom():
     """eps=0 is a legal (custom) run: it must reproduce clean accuracy exactly."""
     new, custom = apply_overrides(get_protocol("tecoa-pgd"), {"eps": [0.0]})
     assert custom and new.eps == (0.0,)
+
+
+def test_readme_protocol_table_is_the_registry():
+    """README's Protocols table is `zsbench protocols list --markdown`, byte for byte."""
+    from pathlib import Path
+
+    from zsrobust_bench.protocols_cli import markdown_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- protocols-table:start", 1)[1].split("<!-- protocols-table:end -->", 1)[0]
+    assert block.split("\n", 1)[1] == markdown_table(list_protocols())
+    assert "`fare-aa` | 2 |" in block and "APGD-CE (100 it, 5 restarts)" in block
+
+
+def test_cli_list_shows_each_protocols_preprocessing(capsys):
+    out = _cli(["protocols", "list"], capsys)
+    assert "PREPROCESS" in out.splitlines()[0] and "Resize(256, bilinear) + CenterCrop(224)" in out
+    rows = {r["name"]: r for r in json.loads(_cli(["protocols", "list", "--json"], capsys))}
+    assert rows["tecoa-pgd"]["preprocess_params"] == {"resize": 256, "interpolation": "bilinear", "crop": 224}
+    assert rows["fare-aa"]["preprocess_params"] == {
+        "resize": "model",
+        "interpolation": "bicubic",
+        "crop": "model",
+    }
+    assert rows["fare-aa"]["params"]["attacks"][0] == {
+        "name": "apgd-ce",
+        "n_iter": 100,
+        "n_restarts": 5,
+        "rho": 0.75,
+        "eot_iter": 1,
+    }
+    assert rows["tecoa-pgd"]["version"] == rows["fare-aa"]["version"] == rows["aa-standard"]["version"] == 2
+    assert "Resize(model, bicubic) + CenterCrop(model) (default)" in rows["clean"]["preprocess"]
+    old = json.loads(_cli(["protocols", "show", "fare-aa", "--version", "1", "--json"], capsys))
+    assert old["version"] == 1 and old["params"]["attacks"][0]["n_restarts"] == 1

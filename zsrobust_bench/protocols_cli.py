@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from typing import Any
 
 from .protocols import Protocol, eps_label, get_protocol, list_protocols
@@ -67,6 +68,52 @@ def protocol_row(p: Protocol) -> dict[str, Any]:
     }
 
 
+def _pgd_brief(label: str, loss: str = "") -> Callable[[dict[str, Any]], str]:
+    def brief(p: dict[str, Any]) -> str:
+        step = "step follows eps" if p.get("step_size") is None else f"step {eps_label(p['step_size'])}"
+        extra = ", random start" if p.get("random_start") else ""
+        extra += f", {p['restarts']} restarts" if p.get("restarts", 1) > 1 else ""
+        return f"{label}-{p['steps']}{loss}, {step}{extra}"
+
+    return brief
+
+
+def _apgd_brief(label: str) -> Callable[[dict[str, Any]], str]:
+    def brief(p: dict[str, Any]) -> str:
+        targets = f", min({p['n_target_classes']}, C-1) targets" if "n_target_classes" in p else ""
+        restarts = f"{p['n_restarts']} restart" + ("s" if p["n_restarts"] != 1 else "")
+        return f"{label} ({p['n_iter']} it, {restarts}{targets})"
+
+    return brief
+
+
+# Short text of each attack for the README table (the full parameters are in `protocols list`).
+BRIEF: dict[str, Callable[[dict[str, Any]], str]] = {
+    "pgd": _pgd_brief("PGD"),
+    "pgd-cw": _pgd_brief("PGD", " on the CW margin loss"),
+    "apgd-ce": _apgd_brief("APGD-CE"),
+    "apgd-dlr": _apgd_brief("APGD-DLR"),
+    "apgd-t": _apgd_brief("APGD-T"),
+    "fab-t": _apgd_brief("FAB-T"),
+    "square": lambda p: f"Square ({p['n_queries']} queries)",
+}
+
+
+def markdown_table(protocols: list[Protocol]) -> str:
+    """The README's protocol table, generated from the registry (a test keeps the README equal to it)."""
+    lines = [
+        "| protocol | version | datasets | threat | attacks | samples | preprocessing | templates |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for p in protocols:
+        row = protocol_row(p)
+        attacks = " + ".join(BRIEF[a.name](a.params) for a in p.attacks) or "none"
+        cells = [f"`{p.name}`", str(p.version), f"`{row['suite']}`", row["threat"], attacks]
+        cells += [row["samples"], row["preprocess"], f"`{p.prompt_set}`"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def render_table(rows: list[dict[str, Any]], columns: tuple[str, ...] = COLUMNS) -> str:
     """A plain-text table; a list cell takes one line per item."""
     cells = [
@@ -84,7 +131,9 @@ def render_table(rows: list[dict[str, Any]], columns: tuple[str, ...] = COLUMNS)
 
 def _cmd_list(args: argparse.Namespace) -> int:
     rows = [protocol_row(p) for p in list_protocols()]
-    if args.json:
+    if args.markdown:
+        print(markdown_table(list_protocols()), end="")
+    elif args.json:
         print(json.dumps(rows, indent=2))
     else:
         print(render_table(rows))
@@ -121,6 +170,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="print a JSON array of objects (one per protocol) instead of a table",
     )
+    lp.add_argument("--markdown", action="store_true", help="print the README's Markdown table instead")
     lp.set_defaults(func=_cmd_list)
     sp = sub.add_parser(
         "show",
