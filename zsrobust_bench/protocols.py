@@ -267,8 +267,9 @@ _SYNTHETIC_AA_V1 = Protocol(
     norm="Linf",
     eps=(4 / 255,),
     attacks=(AttackStep("apgd-ce", dict(_FARE_APGD_CE)), AttackStep("apgd-t", dict(_FARE_APGD_T))),
-    # 50 per task: measured on the demo CLIP (2 shared CPU cores) at about 3 s per sample (5 APGD-CE
-    # restarts on the survivors, then APGD-T), so one model's five tasks take ~15 min; see docs/fidelity.md
+    # 50 per task: the shipped demo CLIP's five tasks (250 samples) took 368 s of CPU on one thread
+    # (5 APGD-CE restarts on the survivors, then APGD-T), so six tiny models stay well under an hour of
+    # CPU; 200 per task would be four times that. Measured numbers: docs/fidelity.md.
     samples=50,
     preprocess=OPEN_CLIP_PREPROCESS,
     selection="seeded",

@@ -7,7 +7,7 @@ Two ways to choose, named by a protocol's `selection`:
   CLIP_benchmark/) reads each clip-benchmark webdataset as ``wds.WebDataset("{0..N-1}.tar")``
   (clip_benchmark/datasets/builder.py#L678-698), shuffles it with
   ``dataset.shuffle(10000, initial=10000, rng=random.Random(args.seed))`` (cli.py#L258, seed 0 by
-  default, #L39), batches it by 50 (cli.py#L273-279; run_benchmark_adv.sh#L13 ``--batch_size 50``)
+  default, #L39), batches it by 50 (cli.py#L273-279; bash/run_benchmark_adv.sh#L15 ``--batch_size 50``)
   in a torch DataLoader with 4 workers (cli.py#L33 ``--num_workers`` default 4), and attacks the
   first ``--n_samples`` 1000 of that stream (metrics/zeroshot_classification.py#L137-147). With
   webdataset 0.2.48 (RVLM requirements.txt#L158) each worker reads the shards ``w::4``

@@ -34,12 +34,15 @@ def _sorted_labels(labels: set[str]) -> tuple[str, ...]:
 
 
 def scores_from_evaluated(doc: dict[str, Any]) -> Scores:
-    """Scores of a `zsbench.results/1` document (means over every dataset in it)."""
+    """Scores of a `zsbench.results/1` document (means over every dataset in it).
+
+    Clean accuracy is the protocol's clean figure: `clean_acc_split` (the whole split, as FARE reports
+    it) where the protocol measures it, else the evaluated samples' `clean_acc`."""
     params = doc["protocol"]["params"]
     labels = [eps_label(float(e)) for e in params.get("eps") or []]
     first = labels[0] if labels else None
     names = tuple(doc["datasets"])
-    clean = {d: doc["datasets"][d].get("clean_acc") for d in names}
+    clean = {d: doc["datasets"][d].get("clean_acc_split", doc["datasets"][d].get("clean_acc")) for d in names}
     robust = {d: _robust_map(doc["datasets"][d], first) for d in names}
     mean_robust = _robust_map(doc["means"], first)
     found = set(labels) | {k for m in robust.values() for k in m} | set(mean_robust)
@@ -48,7 +51,7 @@ def scores_from_evaluated(doc: dict[str, Any]) -> Scores:
         datasets=names,
         clean=clean,
         robust=robust,
-        mean_clean=doc["means"].get("clean_acc"),
+        mean_clean=doc["means"].get("clean_acc_split", doc["means"].get("clean_acc")),
         mean_robust=mean_robust,
         over=names,
     )
