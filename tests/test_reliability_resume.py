@@ -14,7 +14,7 @@ import torch
 from reliability_craft import one_torch_thread  # noqa: F401 - autouse fixture
 
 import zsrobust_bench.evaluate as ev
-from zsrobust_bench.errors import RunLockedError
+from zsrobust_bench.errors import DataError, RunLockedError
 from zsrobust_bench.fileio import run_lock
 from zsrobust_bench.models import load_model
 
@@ -175,8 +175,31 @@ def test_resume_with_a_foreign_shard_is_refused(tiny_ckpt, reference, tmp_path):
     shard = sorted((out / "shards" / "synth-color").glob("*.jsonl"))[1]
     first = sorted((out / "shards" / "synth-color").glob("*.jsonl"))[0]
     shutil.copy(first, shard)  # duplicated records where others belong
-    with pytest.raises(RuntimeError, match="do not match the evaluated indices"):
+    with pytest.raises(DataError, match="do not match the evaluated indices"):
         run_eval(out, tiny_ckpt, tmp_path / "cache")
+
+
+def test_shard_with_a_deleted_record_is_one_line_error(tiny_ckpt, reference, tmp_path):
+    """Issue 14: a finished shard missing its last record ends in a DataError (CLI: one line, exit 2)."""
+    out = tmp_path / "deleted"
+    shutil.copytree(reference[2], out)
+    shutil.rmtree(out / "samples", ignore_errors=True)
+    (out / "results.json").unlink(missing_ok=True)
+    shard = sorted((out / "shards" / "synth-color").glob("*.jsonl"))[-1]
+    lines = shard.read_text().splitlines(keepends=True)
+    shard.write_text("".join(lines[:-1]))
+    with pytest.raises(DataError, match="hold .* records, expected"):
+        run_eval(out, tiny_ckpt, tmp_path / "cache")
+    assert not (out / "samples" / "synth-color.jsonl").exists()
+
+
+def test_samples_files_get_ordinary_permissions(reference):
+    """Issue 14: samples/*.jsonl are 0666 minus the umask like results.json, not mkstemp's 0600."""
+    run = reference[2]
+    modes = {
+        p.name: p.stat().st_mode & 0o777 for p in [run / "results.json", *(run / "samples").glob("*.jsonl")]
+    }
+    assert len(set(modes.values())) == 1 and modes["results.json"] & 0o044 == 0o044, modes
 
 
 # ---------------------------------------------------------------- the text-head cache

@@ -16,7 +16,7 @@ from . import distributed
 from .attacks.registry import build_attacks
 from .data.registry import expand, get_dataset
 from .data.spec import DatasetSpec
-from .data.subsets import indices_sha256, select_indices
+from .data.subsets import indices_sha256, protocol_indices
 from .engine import (
     EngineConfig,
     EpsAttacks,
@@ -228,7 +228,7 @@ def _evaluate_dataset(
         if idx.size and (idx.min() < 0 or idx.max() >= n_split):
             raise ZSBenchError(f"requested indices for {name} fall outside 0..{n_split - 1}")
     else:
-        idx = select_indices(n_split, proto.samples_for(spec.name), proto.seed, spec.name)
+        idx = protocol_indices(proto, spec.name, n_split)
     subset_hash = indices_sha256(idx)
     prompt_set = spec.prompt_set(proto.prompt_set)
     plan, attack_records = build_plan(proto, spec.num_classes)

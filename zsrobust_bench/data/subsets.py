@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import numpy as np
 
@@ -30,3 +31,12 @@ def select_indices(n_total: int, n_samples: int | None, seed: int, dataset: str)
 def indices_sha256(indices: np.ndarray) -> str:
     """Hash of the evaluated index list, recorded in results.json."""
     return sha256_bytes(np.ascontiguousarray(indices, dtype="<i8").tobytes())
+
+
+def protocol_indices(proto: Any, dataset: str, n_split: int) -> np.ndarray:
+    """The indices a protocol evaluates on `dataset` (canonical name) of `n_split` samples.
+
+    The one selection rule shared by `evaluate` and `zsbench leaderboard validate`, so a results file
+    whose subset is not the protocol's own is refused.
+    """
+    return select_indices(n_split, proto.samples_for(dataset), proto.seed, dataset)
