@@ -262,3 +262,32 @@ def test_training_log_torn_by_a_kill_resumes(tmp_path):
     assert [r["step"] for r in log.records()] == [1, 2]
     log.write({"kind": "train", "step": 3})
     assert path.read_text().count("\n") == 3 and [r["step"] for r in log.records()] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("change", [("text_cfg", "heads", 4), (None, "quick_gelu", True)])
+def test_text_head_cache_key_covers_the_model_config(tiny_ckpt, tmp_path, monkeypatch, change):
+    """Issue 14: same weights and arch name (a fresh process) but another text config: no cache reuse."""
+    import open_clip
+
+    import zsrobust_bench.models.arch as arch_mod
+    from zsrobust_bench.data.registry import get_dataset
+    from zsrobust_bench.zeroshot import class_embeddings_cached, compute_class_embeddings
+
+    ps = get_dataset("synth-shape").prompt_set("tecoa")
+    cache = tmp_path / "cache"
+    first = load_model(str(tiny_ckpt[0]), arch=str(tiny_ckpt[1]))
+    _, key_a = class_embeddings_cached(first, ps, "cpu", cache)
+    cfg = json.loads(tiny_ckpt[1].read_text())
+    section, field, value = change
+    (cfg[section] if section else cfg)[field] = value
+    other = tmp_path / "other" / tiny_ckpt[1].name  # a second --arch JSON with the same stem
+    other.parent.mkdir()
+    other.write_text(json.dumps(cfg))
+    monkeypatch.setattr(arch_mod, "_REGISTERED", {})  # as in a new process: the stem is free again
+    monkeypatch.delitem(open_clip.factory._MODEL_CONFIGS, first.arch)
+    second = load_model(str(tiny_ckpt[0]), arch=str(other))
+    assert second.arch == first.arch
+    warm, key_b = class_embeddings_cached(second, ps, "cpu", cache)
+    assert key_b != key_a
+    cold = compute_class_embeddings(second.model, second.tokenizer, ps, "cpu")
+    assert torch.equal(warm, cold)
