@@ -118,3 +118,16 @@ def test_render_markdown_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert "Robust avg 2/255" in header and "alpha 4/255" in header
     assert len(lines) == 6 and f"{a['means']['clean_acc']:.2f}" in text
     assert sum(line.startswith("|---") for line in render_markdown_table([a]).splitlines()) == 1
+
+
+def test_csv_header_cells_are_neutralised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14: a dataset named like a formula reaches the CSV header row only with a leading quote."""
+    from types import SimpleNamespace
+
+    from zsrobust_bench.leaderboard import csvout
+
+    formula = '=HYPERLINK("http://x","y")'
+    monkeypatch.setattr(csvout, "headers", lambda table: [formula, "-1+2"])
+    table = SimpleNamespace(protocol=SimpleNamespace(name="p", version=1), rows=[])
+    head = next(csv.reader(io.StringIO(csvout.csv_table(table))))
+    assert head[3:5] == ["'" + formula, "'-1+2"]

@@ -54,3 +54,9 @@ def test_radius_never_attacked_is_refused(tmp_path: Path) -> None:
     found = _messages(subs)
     assert len([m for m in found if "eps 1/255 is not a radius" in m]) == len(SYNTH) + 1, found
     assert len([m for m in found if "1/255: has no per-sample records" in m]) == len(SYNTH), found
+
+
+def test_unregistered_dataset_name_is_refused(tmp_path: Path) -> None:
+    """Issue 14: a `clean` results file naming a dataset '=HYPERLINK(...)' does not validate."""
+    subs = _entry(tmp_path, "clean", ['=HYPERLINK("x","y")'])
+    assert any("is not a registered dataset" in m for m in _messages(subs))
