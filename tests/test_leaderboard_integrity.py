@@ -60,3 +60,23 @@ def test_unregistered_dataset_name_is_refused(tmp_path: Path) -> None:
     """Issue 14: a `clean` results file naming a dataset '=HYPERLINK(...)' does not validate."""
     subs = _entry(tmp_path, "clean", ['=HYPERLINK("x","y")'])
     assert any("is not a registered dataset" in m for m in _messages(subs))
+
+
+def _card_errors(subs: Path, edit) -> list[str]:
+    card = subs / "entry" / "card.yaml"
+    card.write_text(edit(card.read_text()))
+    return _messages(subs)
+
+
+def test_duplicate_yaml_key_is_refused(tmp_path: Path) -> None:
+    subs = _entry(tmp_path, "synthetic-pgd", SYNTH)
+    found = _card_errors(subs, lambda t: t + 'name: "TeCoA finetuning (ViT-B/32)"\n')
+    assert any("duplicate key 'name'" in m for m in found), found
+
+
+def test_url_with_trailing_newline_is_refused(tmp_path: Path) -> None:
+    subs = _entry(tmp_path, "synthetic-pgd", SYNTH)
+    found = _card_errors(
+        subs, lambda t: t.replace("paper: null", 'paper: {title: "T", url: "https://example.org/x\\n"}')
+    )
+    assert any(m.startswith("paper.url") for m in found), found
