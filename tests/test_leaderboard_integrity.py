@@ -80,3 +80,21 @@ def test_url_with_trailing_newline_is_refused(tmp_path: Path) -> None:
         subs, lambda t: t.replace("paper: null", 'paper: {title: "T", url: "https://example.org/x\\n"}')
     )
     assert any(m.startswith("paper.url") for m in found), found
+
+
+def test_string_mean_is_one_error_and_build_refuses(tmp_path: Path) -> None:
+    """Issue 14: "10.6" as a results mean: validate names entry and field; build refuses (SubmissionError)."""
+    import pytest
+
+    from zsrobust_bench.errors import SubmissionError
+    from zsrobust_bench.leaderboard import build_leaderboard
+
+    subs = _entry(tmp_path, "synthetic-pgd", SYNTH)
+    path = subs / "entry" / "results" / "synthetic-pgd.json"
+    doc = load_json(path)
+    doc["means"]["clean_acc"] = "10.6"
+    dump_json(path, doc)
+    found = errors(validate_submissions(subs))
+    assert [(Path(p.file).name, p.field) for p in found] == [("synthetic-pgd.json", "means.clean_acc")]
+    with pytest.raises(SubmissionError, match="means.clean_acc"):
+        build_leaderboard(subs, tmp_path / "lb")
