@@ -98,3 +98,17 @@ def test_string_mean_is_one_error_and_build_refuses(tmp_path: Path) -> None:
     assert [(Path(p.file).name, p.field) for p in found] == [("synthetic-pgd.json", "means.clean_acc")]
     with pytest.raises(SubmissionError, match="means.clean_acc"):
         build_leaderboard(subs, tmp_path / "lb")
+
+
+def test_impersonating_name_and_invisible_characters_are_refused(tmp_path: Path) -> None:
+    subs = _entry(tmp_path, "synthetic-pgd", SYNTH)
+    submit_run(make_protocol_run(tmp_path, "synthetic-pgd", SYNTH, name="run2"), "other", subs)
+    name = (subs / "entry" / "card.yaml").read_text().split("\nname: ", 1)[1].split("\n", 1)[0]
+    card = subs / "other" / "card.yaml"
+    old = card.read_text().split("\nname: ", 1)[1].split("\n", 1)[0]
+    card.write_text(card.read_text().replace(f"name: {old}", f"name: {name.upper()}"))
+    found = _messages(subs)
+    assert len([m for m in found if m.startswith("name: duplicate display name")]) == 2, found
+    card.write_text(card.read_text().replace(f"name: {name.upper()}", 'name: "Real\\u200b \\u202eone"'))
+    found = _messages(subs)
+    assert any("invisible characters U+200B, U+202E" in m for m in found), found

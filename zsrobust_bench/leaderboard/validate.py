@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 import zlib
 from pathlib import Path
 from typing import Any
@@ -467,8 +468,39 @@ def _id_problems(entries: list[Entry]) -> list[Problem]:
     return problems
 
 
+def _display_key(name: str) -> str:
+    """A display name as readers see it: NFKC, casefolded, whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+
+
+def _text_problems(entry: Entry) -> list[Problem]:
+    """Card text holds no invisible format/control characters (zero-width, bidi overrides)."""
+    card = entry.card or {}
+    out = []
+    for field in sorted(k for k, v in card.items() if isinstance(v, str)):
+        bad = sorted({f"U+{ord(c):04X}" for c in card[field] if unicodedata.category(c) in ("Cf", "Cc")})
+        if bad:
+            out.append(Problem(entry.card_file, field, f"holds invisible characters {', '.join(bad[:3])}"))
+    return out
+
+
+def _name_problems(entries: list[Entry]) -> list[Problem]:
+    """Display names are unique after normalisation, so no entry can pass for another."""
+    users: dict[str, list[str]] = {}
+    for entry in entries:
+        name = (entry.card or {}).get("name")
+        if isinstance(name, str):
+            users.setdefault(_display_key(name), []).append(entry.card_file)
+    return [
+        Problem(f, "name", f"duplicate display name: also used by {', '.join(o for o in files if o != f)}")
+        for files in users.values()
+        if len(files) > 1
+        for f in files
+    ]
+
+
 def _entry_problems(entry: Entry) -> list[Problem]:
-    problems = _card_problems(entry)
+    problems = _card_problems(entry) + _text_problems(entry)
     if not entry.results and not (entry.dir / "results").is_dir():
         problems.append(Problem(entry.card_file, "", "entry has no results yet; it is not shown", "warning"))
     for rf in entry.results:
@@ -506,7 +538,7 @@ def validate_submissions(path: str | Path = "submissions") -> list[Problem]:
     """Every problem in a submissions tree (or one entry folder), sorted by file and field."""
     root, only = resolve_target(Path(path))
     entries, problems = load_tree(root)
-    problems += _id_problems(entries)
+    problems += _id_problems(entries) + _name_problems(entries)
     if only is not None:
         prefix = str(root / only)
         problems = [p for p in problems if p.file == prefix or p.file.startswith(prefix + "/")]
