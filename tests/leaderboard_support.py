@@ -197,3 +197,93 @@ def copy_reported(submissions: Path, entry: Path = SEED_REPORTED) -> Path:
     target = submissions / entry.name
     shutil.copytree(entry, target)
     return target
+
+
+def make_protocol_run(
+    root: Path,
+    protocol: str,
+    datasets: list[str],
+    *,
+    n_split: int = 2000,
+    keep: Any = None,
+    name: str = "run",
+) -> Path:
+    """A run of a real registered protocol on `protocol_indices` (fabricated records; `keep` filters them)."""
+    from zsrobust_bench.data.subsets import protocol_indices
+    from zsrobust_bench.protocols import get_protocol
+
+    proto = get_protocol(protocol)
+    labels = [protocols_ref.eps_label(e) for e in proto.eps]
+    run = root / name
+    (run / "samples").mkdir(parents=True)
+    checkpoint = b"fake checkpoint bytes"
+    datasets_doc: dict[str, Any] = {}
+    for ds in datasets:
+        rng = np.random.default_rng(sum(map(ord, ds)))
+        recs = []
+        for i in protocol_indices(proto, ds, n_split).tolist():
+            ok = bool(rng.random() < 0.8)
+            robust = (ok and bool(rng.random() < 0.3)) if labels else None
+            recs.append(
+                {
+                    "index": i,
+                    "label": 0,
+                    "clean_pred": 0 if ok else 1,
+                    "clean_correct": ok,
+                    "robust_correct": robust,
+                    "broken_by": "pgd" if ok and robust is False else None,
+                    "broken_step": 1 if ok and robust is False else None,
+                }
+            )
+        recs = [r for r in recs if keep is None or keep(r)]
+        text = "".join(json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n" for r in recs)
+        (run / "samples" / f"{ds}.jsonl").write_text(text)
+        robust_acc = _pct([r["robust_correct"] for r in recs]) if labels else None
+        datasets_doc[ds] = {
+            "n": len(recs),
+            "n_split": n_split,
+            "clean_acc": _pct([r["clean_correct"] for r in recs]),
+            "robust_acc": robust_acc,
+            "robust_acc_by_eps": {labels[0]: robust_acc} if labels else {},
+            "subset_sha256": indices_sha256(np.array([r["index"] for r in recs], dtype=np.int64)),
+            "samples_sha256": sha256_bytes(text.encode()),
+            "samples_file": f"samples/{ds}.jsonl",
+        }
+
+    def mean(key: str) -> float | None:
+        vals = [d[key] for d in datasets_doc.values()]
+        return None if None in vals else round(sum(vals) / len(vals), 4)
+
+    results = {
+        "schema": "zsbench.results/1",
+        "model": {
+            "spec": "model.safetensors",
+            "format": "safetensors",
+            "sha256": sha256_bytes(checkpoint),
+            "arch": "ViT-B-32",
+            "kind": "full",
+            "random_init": False,
+        },
+        "protocol": {"name": protocol, "version": proto.version, "custom": False, "overrides": {}},
+        "datasets": datasets_doc,
+        "means": {
+            "clean_acc": mean("clean_acc"),
+            "robust_acc": mean("robust_acc"),
+            "robust_acc_by_eps": {labels[0]: mean("robust_acc")} if labels else {},
+        },
+        "sanity": {},
+        "provenance": {
+            "zsbench_version": "0.1.0",
+            "packages": {},
+            "seed": 0,
+            "device": "cpu",
+            "precision": "fp32",
+            "started": "2024-01-01T00:00:00Z",
+            "finished": "2024-01-01T00:01:00Z",
+            "wall_seconds": 60.0,
+        },
+    }
+    results["protocol"]["params"] = json.loads(json.dumps(proto.params()))
+    (run / "model.safetensors").write_bytes(checkpoint)
+    (run / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    return run

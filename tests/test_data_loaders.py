@@ -392,3 +392,23 @@ def test_imagefolder_spec(tmp_path: Path) -> None:
         spec_for_imagefolder(root)
     with pytest.raises(DataError, match="is not a directory"):
         spec_for_imagefolder(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("template", ["{} {0}", "a {{}} shape", "a {} {x}"])
+def test_imagefolder_template_must_insert_the_class_name(tmp_path: Path, template: str) -> None:
+    """Issue 14: '{} {0}' used to raise ValueError; 'a {{}} shape' passed and never named the class."""
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+    (tmp_path / "templates.txt").write_text(template + "\n")
+    with pytest.raises(DataError, match="formats to the class name"):
+        spec_for_imagefolder(tmp_path)
+
+
+def test_imagefolder_one_class_and_duplicate_names_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "only").mkdir()
+    with pytest.raises(DataError, match="has 1 class sub-folder"):
+        spec_for_imagefolder(tmp_path)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "classnames.txt").write_text("cat\ncat\n")
+    with pytest.raises(DataError, match=r"duplicate class names \['cat'\]"):
+        spec_for_imagefolder(tmp_path)

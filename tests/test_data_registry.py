@@ -32,7 +32,9 @@ def _lines(path: str) -> list[str]:
 @pytest.mark.parametrize("name", CATALOG)
 def test_class_and_template_files_match_spec(name: str) -> None:
     spec = get_dataset(name)
-    keys = ("clip",) if name.endswith("-vtab") else ("clip", "tecoa")  # FARE's VTAB variants: CLIP_benchmark's only
+    keys = (
+        ("clip",) if name.endswith("-vtab") else ("clip", "tecoa")
+    )  # FARE's VTAB variants: CLIP_benchmark's only
     assert set(spec.prompt_sets) == set(keys)
     files = [f"classnames/{name}.txt"] + ([f"classnames/{name}.tecoa.txt"] if "tecoa" in keys else [])
     if resources.files("zsrobust_bench.data").joinpath(f"classnames/{name}.folders.txt").is_file():
@@ -55,8 +57,20 @@ def test_suites_are_exactly_the_published_lists() -> None:
     assert pmg == [("tiny-imagenet" if n == "country211" else n) for n in TECOA16]
     assert get_dataset("tiny-imagenet").num_classes == 200
     assert list(suite("fare14")) == [
-        "imagenet", "cifar10", "cifar100", "stl10", "stanford-cars", "caltech101-vtab", "pets", "flowers102",
-        "dtd", "eurosat-vtab", "fgvc-aircraft", "pcam", "imagenet-r", "imagenet-sketch",
+        "imagenet",
+        "cifar10",
+        "cifar100",
+        "stl10",
+        "stanford-cars",
+        "caltech101-vtab",
+        "pets",
+        "flowers102",
+        "dtd",
+        "eurosat-vtab",
+        "fgvc-aircraft",
+        "pcam",
+        "imagenet-r",
+        "imagenet-sketch",
     ]  # fmt: skip (FARE's: VTAB's Caltech-101 and EuroSAT)
     assert expand(["tecoa16", "fare14"])[-2:] == ["imagenet-r", "imagenet-sketch"]
     assert get_dataset("hateful-memes").num_classes == 2

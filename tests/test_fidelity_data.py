@@ -3,6 +3,7 @@ class names equal what the sources use (issue 15, items 2-5)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -25,6 +26,7 @@ from zsrobust_bench.data.subsets import (
     buffer_shuffle,
     evaluation_subset,
     fare_stream_order,
+    protocol_indices,
     robustbench_imagenet_ids,
     select_indices,
 )
@@ -191,6 +193,22 @@ def test_fare_aa_attacks_fares_first_samples_and_says_when_it_cannot(tmp_path):
     other = open_eval_dataset(spec_for_imagefolder(_photos(tmp_path)), None, image_size=8)
     fallback = evaluation_subset(other, "pets", 3, 0, "fare")
     assert fallback.method == "seeded" and "cannot be identified" in fallback.note
+
+
+def test_validate_rebuilds_fares_selection_from_the_recorded_shard_sizes(tmp_path):
+    """The results file records the shard sizes; `protocol_indices` (what validate compares with)
+    rebuilds exactly the evaluated indices from them, and refuses sizes that do not add up."""
+    _vtab_caltech(tmp_path)
+    ds = open_eval_dataset(get_dataset("caltech101-vtab"), tmp_path, image_size=8)
+    fare = dataclasses.replace(get_protocol("fare-aa"), samples=30, samples_by_dataset={})
+    chosen = evaluation_subset(ds, "caltech101-vtab", fare.samples_for("caltech101-vtab"), 0, "fare")
+    record = chosen.as_dict()
+    assert record["shard_sizes"] == list(SHARD_SIZES)
+    rebuilt = protocol_indices(fare, "caltech101-vtab", sum(SHARD_SIZES), record)
+    assert rebuilt is not None and rebuilt.tolist() == chosen.indices.tolist()
+    with pytest.raises(ValueError, match="add up to"):
+        protocol_indices(fare, "caltech101-vtab", sum(SHARD_SIZES) + 1, record)
+    assert protocol_indices(fare, "imagenet", 50_000, {"method": "robustbench-imagenet"}) is None
 
 
 def test_robustbench_imagenet_list_is_robustbenchs():

@@ -153,3 +153,16 @@ def test_an_older_protocol_version_stays_valid_shown_with_its_version_and_ranked
     dump_json(path, doc)
     found = [p for p in errors(validate_submissions(subs)) if p.field == "protocol.version"]
     assert found and "has no such earlier version" in found[0].message
+
+
+def test_csv_header_cells_are_neutralised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14: a dataset named like a formula reaches the CSV header row only with a leading quote."""
+    from types import SimpleNamespace
+
+    from zsrobust_bench.leaderboard import csvout
+
+    formula = '=HYPERLINK("http://x","y")'
+    monkeypatch.setattr(csvout, "headers", lambda table: [formula, "-1+2"])
+    table = SimpleNamespace(protocol=SimpleNamespace(name="p", version=1), rows=[])
+    head = next(csv.reader(io.StringIO(csvout.csv_table(table))))
+    assert head[3:5] == ["'" + formula, "'-1+2"]

@@ -92,3 +92,32 @@ def test_recheck_refuses_a_different_checkpoint(setup: tuple[Path, Path], tmp_pa
     fake = FakeEvaluate(run)
     bad = errors(recheck_submissions(subs, 5, checkpoint=other, evaluate=fake))
     assert bad and bad[0].field == "model.sha256" and not fake.calls
+
+
+def test_self_describing_checkpoint_rechecks_in_a_fresh_process(
+    tmp_path: Path, demo_model: Path, monkeypatch
+) -> None:
+    """Issue 14: the demo checkpoint names its own architecture ('zsbench-tiny'); --recheck rebuilds it from
+    the embedded config, as evaluate did, instead of failing with "unknown architecture"."""
+    import dataclasses
+
+    import open_clip
+
+    import zsrobust_bench.models.arch as arch_mod
+    from zsrobust_bench import protocols
+    from zsrobust_bench.evaluate import evaluate
+    from zsrobust_bench.leaderboard.recheck import recheck_submissions
+
+    small = dataclasses.replace(
+        protocols.PROTOCOLS["synthetic-pgd"], samples=6
+    )  # the demo protocol, 6 samples
+    monkeypatch.setitem(protocols.PROTOCOLS, "synthetic-pgd", small)
+    run, subs = tmp_path / "run", tmp_path / "submissions"
+    result = evaluate(str(demo_model), ["synth-shape"], protocol="synthetic-pgd", out=run, progress=False)
+    submit_run(run, "demo", subs)
+    name = result["model"]["arch"]
+    monkeypatch.setattr(arch_mod, "_REGISTERED", {})  # as in a new process: the embedded name is unknown
+    monkeypatch.delitem(open_clip.factory._MODEL_CONFIGS, name)
+    problems = recheck_submissions(subs, 3, seed=1)
+    assert not errors(problems), problems
+    assert any("rechecked 3 samples: all match" in p.message for p in problems), problems

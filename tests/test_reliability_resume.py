@@ -14,7 +14,7 @@ import torch
 from reliability_craft import one_torch_thread  # noqa: F401 - autouse fixture
 
 import zsrobust_bench.evaluate as ev
-from zsrobust_bench.errors import RunLockedError
+from zsrobust_bench.errors import DataError, RunLockedError
 from zsrobust_bench.fileio import run_lock
 from zsrobust_bench.models import load_model
 
@@ -175,8 +175,31 @@ def test_resume_with_a_foreign_shard_is_refused(tiny_ckpt, reference, tmp_path):
     shard = sorted((out / "shards" / "synth-color").glob("*.jsonl"))[1]
     first = sorted((out / "shards" / "synth-color").glob("*.jsonl"))[0]
     shutil.copy(first, shard)  # duplicated records where others belong
-    with pytest.raises(RuntimeError, match="do not match the evaluated indices"):
+    with pytest.raises(DataError, match="do not match the evaluated indices"):
         run_eval(out, tiny_ckpt, tmp_path / "cache")
+
+
+def test_shard_with_a_deleted_record_is_one_line_error(tiny_ckpt, reference, tmp_path):
+    """Issue 14: a finished shard missing its last record ends in a DataError (CLI: one line, exit 2)."""
+    out = tmp_path / "deleted"
+    shutil.copytree(reference[2], out)
+    shutil.rmtree(out / "samples", ignore_errors=True)
+    (out / "results.json").unlink(missing_ok=True)
+    shard = sorted((out / "shards" / "synth-color").glob("*.jsonl"))[-1]
+    lines = shard.read_text().splitlines(keepends=True)
+    shard.write_text("".join(lines[:-1]))
+    with pytest.raises(DataError, match="hold .* records, expected"):
+        run_eval(out, tiny_ckpt, tmp_path / "cache")
+    assert not (out / "samples" / "synth-color.jsonl").exists()
+
+
+def test_samples_files_get_ordinary_permissions(reference):
+    """Issue 14: samples/*.jsonl are 0666 minus the umask like results.json, not mkstemp's 0600."""
+    run = reference[2]
+    modes = {
+        p.name: p.stat().st_mode & 0o777 for p in [run / "results.json", *(run / "samples").glob("*.jsonl")]
+    }
+    assert len(set(modes.values())) == 1 and modes["results.json"] & 0o044 == 0o044, modes
 
 
 # ---------------------------------------------------------------- the text-head cache
@@ -239,3 +262,32 @@ def test_training_log_torn_by_a_kill_resumes(tmp_path):
     assert [r["step"] for r in log.records()] == [1, 2]
     log.write({"kind": "train", "step": 3})
     assert path.read_text().count("\n") == 3 and [r["step"] for r in log.records()] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("change", [("text_cfg", "heads", 4), (None, "quick_gelu", True)])
+def test_text_head_cache_key_covers_the_model_config(tiny_ckpt, tmp_path, monkeypatch, change):
+    """Issue 14: same weights and arch name (a fresh process) but another text config: no cache reuse."""
+    import open_clip
+
+    import zsrobust_bench.models.arch as arch_mod
+    from zsrobust_bench.data.registry import get_dataset
+    from zsrobust_bench.zeroshot import class_embeddings_cached, compute_class_embeddings
+
+    ps = get_dataset("synth-shape").prompt_set("tecoa")
+    cache = tmp_path / "cache"
+    first = load_model(str(tiny_ckpt[0]), arch=str(tiny_ckpt[1]))
+    _, key_a = class_embeddings_cached(first, ps, "cpu", cache)
+    cfg = json.loads(tiny_ckpt[1].read_text())
+    section, field, value = change
+    (cfg[section] if section else cfg)[field] = value
+    other = tmp_path / "other" / tiny_ckpt[1].name  # a second --arch JSON with the same stem
+    other.parent.mkdir()
+    other.write_text(json.dumps(cfg))
+    monkeypatch.setattr(arch_mod, "_REGISTERED", {})  # as in a new process: the stem is free again
+    monkeypatch.delitem(open_clip.factory._MODEL_CONFIGS, first.arch)
+    second = load_model(str(tiny_ckpt[0]), arch=str(other))
+    assert second.arch == first.arch
+    warm, key_b = class_embeddings_cached(second, ps, "cpu", cache)
+    assert key_b != key_a
+    cold = compute_class_embeddings(second.model, second.tokenizer, ps, "cpu")
+    assert torch.equal(warm, cold)

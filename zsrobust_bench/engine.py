@@ -45,6 +45,8 @@ from .engine_data import Block, ShardSpec, iter_blocks
 from .engine_device import autocast, input_format, is_cuda, prepare_model, release_memory, strict_precision
 from .engine_pool import SlotPool
 from .engine_stream import Pipeline, StageSpec, StreamStats
+from .errors import DataError
+from .fileio import ordinary_file_mode
 from .protocols import eps_label
 
 log = logging.getLogger(__name__)
@@ -429,16 +431,21 @@ def merge_shards(
                     for line in fh:
                         rec = json.loads(line)
                         if counter.n >= expected.shape[0] or rec["index"] != int(expected[counter.n]):
-                            raise RuntimeError(
-                                f"{path}: shard records do not match the evaluated indices; delete its folder and re-run"
+                            raise DataError(
+                                f"{path}: shard records do not match the evaluated indices",
+                                "delete that shard folder and re-run; finished shards are kept",
                             )
                         counter.add(rec)
                         digest.update(line)
                         out.write(line)
             if counter.n != expected.shape[0]:
-                raise RuntimeError(f"shards hold {counter.n} records, expected {expected.shape[0]}")
+                raise DataError(
+                    f"the shards of {dest.stem} hold {counter.n} records, expected {expected.shape[0]}",
+                    "delete the incomplete shard folder and re-run; finished shards are kept",
+                )
             out.flush()
             os.fsync(out.fileno())
+        os.chmod(tmp, ordinary_file_mode())  # like every other output, not mkstemp's owner-only 0600
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

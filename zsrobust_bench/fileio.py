@@ -22,6 +22,11 @@ def _umask() -> int:
     return mask
 
 
+def ordinary_file_mode() -> int:
+    """0666 minus the umask: the mode `open()` would give a new file (mkstemp gives 0600)."""
+    return 0o666 & ~_umask()
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` so that a reader sees either the old file or the complete new one.
 
@@ -35,7 +40,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, ordinary_file_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -120,7 +120,7 @@ def class_embeddings_cached(
     device: torch.device | str = "cpu",
     cache_dir: Path | None = None,
 ) -> tuple[torch.Tensor, str]:
-    """Class embeddings from the on-disk cache keyed by (text tower, class names, templates), else computed.
+    """Class embeddings from the on-disk cache keyed by (text tower, model config, class names, templates), else computed.
 
     A cache entry whose content hash does not verify is rebuilt, never used.
     """
@@ -131,6 +131,7 @@ def class_embeddings_cached(
     key = sha256_json(
         {
             "text": tower,
+            "config": loaded.info.get("_config_sha256"),
             "tokenizer": loaded.info.get("tokenizer", loaded.arch),
             "classnames": list(prompt_set.classnames),
             "templates": list(prompt_set.templates),

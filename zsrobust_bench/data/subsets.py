@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -53,9 +53,13 @@ class Selection:
     indices: np.ndarray
     method: str  # "all", "seeded", "fare-webdataset", "robustbench-imagenet"
     note: str = ""
+    shard_sizes: tuple[int, ...] = field(default=())  # fare-webdataset: what validate rebuilds the order from
 
     def as_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "n": int(self.indices.size), "note": self.note}
+        out: dict[str, Any] = {"method": self.method, "n": int(self.indices.size), "note": self.note}
+        if self.shard_sizes:
+            out["shard_sizes"] = list(self.shard_sizes)
+        return out
 
 
 def subset_seed(seed: int, dataset: str) -> int:
@@ -194,7 +198,9 @@ def _fare_subset(
         f"FARE's webdataset stream: {len(sizes)} shard(s), {FARE_WORKERS} loader workers, shuffle buffer "
         f"{FARE_SHUFFLE_BUFFER} with random.Random({seed}), batches of {FARE_BATCH}; first {len(chosen)}"
     )
-    return Selection(np.sort(np.asarray(chosen, dtype=np.int64)), "fare-webdataset", note)
+    return Selection(
+        np.sort(np.asarray(chosen, dtype=np.int64)), "fare-webdataset", note, tuple(int(x) for x in sizes)
+    )
 
 
 def evaluation_subset(
@@ -220,3 +226,29 @@ def evaluation_subset(
     if selection != "seeded":
         raise ValueError(f"unknown sample selection {selection!r}; known: seeded, fare")
     return Selection(select_indices(n_total, n_samples, seed, name), "seeded")
+
+
+def protocol_indices(
+    proto: Any, dataset: str, n_split: int, selection: dict[str, Any] | None = None
+) -> np.ndarray | None:
+    """The indices a protocol evaluates on `dataset` (canonical name) of `n_split` samples, rebuilt
+    without the data: what `zsbench leaderboard validate` compares a results file's indices with.
+
+    `selection` is the results file's recorded selection. FARE's webdataset stream is rebuilt from the
+    recorded shard sizes (which must add up to the split); RobustBench's ImageNet list needs the
+    folder's file names, so it returns None (the count is still checked by the caller). Every other
+    case is the seeded rule `evaluation_subset` uses.
+    """
+    n_samples = proto.samples_for(dataset)
+    method = (selection or {}).get("method")
+    if proto.effective_selection() == "fare" and method == "fare-webdataset":
+        sizes = (selection or {}).get("shard_sizes")
+        if not isinstance(sizes, list) or not all(isinstance(x, int) and x > 0 for x in sizes):
+            raise ValueError("a fare-webdataset selection must record its shard_sizes")
+        if sum(sizes) != n_split:
+            raise ValueError(f"the recorded shard sizes add up to {sum(sizes)}, not the split's {n_split}")
+        order = fare_stream_order(sizes, proto.seed)
+        return np.sort(np.asarray(order if n_samples is None else order[:n_samples], dtype=np.int64))
+    if proto.effective_selection() == "fare" and method == "robustbench-imagenet":
+        return None
+    return select_indices(n_split, n_samples, proto.seed, dataset)

@@ -32,7 +32,7 @@ def csv_table(table: Table) -> str:
     ]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(head)
+    writer.writerow([csv_text(h) for h in head])  # headers carry dataset names: neutralised like cells
     for rank, row in enumerate(table.rows, 1):
         values = [c.value for c in cells(table, row, rank)]
         extra = [row.source_url, row.paper_url, row.card_href, row.results_href]

@@ -56,6 +56,19 @@ class Entry:
         return str(self.dir / CARD_FILE)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (YAML would let the later one win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r} (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_card_text(text: str) -> Any:
     """YAML card -> Python object via yaml.safe_load, refusing anchors and aliases (no expansion tricks)."""
     if max(itertools.accumulate((ch in "[{") - (ch in "]}") for ch in text), default=0) > MAX_FLOW_DEPTH:
@@ -63,7 +76,7 @@ def parse_card_text(text: str) -> Any:
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
             raise ValueError("YAML anchors and aliases are not allowed in cards")
-    return yaml.safe_load(text)
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def load_card(path: Path) -> tuple[dict[str, Any] | None, list[Problem]]:

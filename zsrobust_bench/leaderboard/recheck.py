@@ -57,6 +57,12 @@ def _model_spec(entry: Entry, rf: ResultsFile, checkpoint: Path | None) -> tuple
     return None, f"checkpoint {spec} is not present; pass --checkpoint FILE"
 
 
+def _arch(model: dict[str, Any]) -> str | None:
+    """The --arch to rebuild the run's model with: none for a self-describing (zsbench-format) checkpoint,
+    which evaluate built from the config it embeds (its recorded name is registered only in that process)."""
+    return None if model.get("format") == "zsbench" else model.get("arch")
+
+
 def _flags(rec: dict[str, Any]) -> dict[str, Any]:
     cols = columns_from_records([rec], "re-evaluated record")
     out = {"clean_pred": rec.get("clean_pred"), "clean_correct": flag_value(cols["clean_correct"])}
@@ -172,7 +178,7 @@ def recheck_entry(
                     [dataset],
                     protocol=proto,
                     out=out,
-                    arch=model.get("arch"),
+                    arch=_arch(model),
                     pretrained=model.get("pretrained"),
                     data_root=data_root,
                     indices={dataset: sorted(dg["index"][p] for p in positions)},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 import zlib
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from .digest import accuracy, decode_digest
 from .entries import EVALUATED, Entry, ResultsFile, load_tree
 from .paths import CARD_FILE, DIGEST_DIR, RESULTS_DIR, is_inside, normalized_id, relative_path_problem
 from .problems import Problem
-from .protocols_ref import ProtocolInfo, RegistryUnavailable, eps_label, lookup_protocol
+from .protocols_ref import ProtocolInfo, RegistryUnavailable, _get_registered, eps_label, lookup_protocol
 from .schema import DIGEST_SCHEMA, schema_problems
 from .scores import scores_from_reported
 
@@ -177,6 +178,20 @@ def protocol_problems(rf: ResultsFile) -> tuple[ProtocolInfo | None, list[Proble
     return info, problems
 
 
+def _radii_problems(rf: ResultsFile, info: ProtocolInfo) -> list[Problem]:
+    """Evaluated runs state robust accuracy only at the protocol's own radii."""
+    ds: dict[str, Any] = rf.doc["datasets"]
+    places = [("means", rf.doc["means"])] + [(f"datasets.{k}", v) for k, v in ds.items()]
+    return [
+        Problem(
+            rf.file, f"{where}.robust_acc_by_eps.{label}", f"eps {label} is not a radius of {info.name!r}"
+        )
+        for where, block in places
+        for label in sorted(block.get("robust_acc_by_eps") or {})
+        if info.eps and label not in info.eps
+    ]
+
+
 def _suite_problems(rf: ResultsFile, info: ProtocolInfo) -> list[Problem]:
     if not info.datasets:
         return []
@@ -261,6 +276,15 @@ def _digest_dataset_problems(
             problems.append(Problem(dfile, f"datasets.{name}.{col}", f"has {length} values but n is {n}"))
     if problems:
         return problems
+    problems += _selection_problems(rf, dfile, name, res, dg)
+    eps = rf.doc["protocol"]["params"].get("eps") or []
+    backed = set(dg.get("by_eps") or {}) | ({eps_label(float(eps[0]))} if eps else set())
+    problems += [
+        Problem(
+            rf.file, f"datasets.{name}.robust_acc_by_eps.{label}", "has no per-sample records in the digest"
+        )
+        for label in sorted(set(res.get("robust_acc_by_eps") or {}) - backed)
+    ]
     if res["n"] != n:
         problems.append(
             Problem(rf.file, f"datasets.{name}.n", f"is {res['n']} but the digest has {n} records")
@@ -303,6 +327,66 @@ def _digest_dataset_problems(
                 )
             )
     return problems
+
+
+def _selection_problems(
+    rf: ResultsFile, dfile: str, name: str, res: dict[str, Any], dg: dict[str, Any]
+) -> list[Problem]:
+    """The evaluated indices are the protocol's own seeded selection (data.subsets.protocol_indices) of the
+    dataset's full split, so a cherry-picked subset or a shortened split is refused."""
+    import numpy as np
+
+    from ..data.registry import get_dataset
+    from ..data.subsets import protocol_indices
+    from ..errors import ZSBenchError
+    from ..protocols import Protocol
+
+    try:
+        proto = _get_registered(rf.protocol)
+    except RegistryUnavailable:
+        return []  # protocol_problems reports it
+    if not isinstance(proto, Protocol) or rf.doc["protocol"].get("custom"):
+        return []  # unknown or custom protocols are refused by protocol_problems
+    field = f"datasets.{name}"
+    canonical, size = name, None
+    if not name.startswith("imagefolder:"):
+        try:
+            spec = get_dataset(name)
+        except ZSBenchError as exc:
+            return [Problem(rf.file, field, f"is not a registered dataset: {exc.message}")]
+        canonical, size = spec.name, spec.size_hint
+    n_split = res.get("n_split")
+    if not isinstance(n_split, int) or isinstance(n_split, bool) or n_split <= 0:
+        return [Problem(rf.file, f"{field}.n_split", f"is {n_split!r}; the split size is required")]
+    if size is not None and n_split != size:
+        return [
+            Problem(rf.file, f"{field}.n_split", f"is {n_split} but the {canonical} test split has {size}")
+        ]
+    selection = res.get("selection") if isinstance(res.get("selection"), dict) else None
+    try:
+        expected = protocol_indices(proto, canonical, n_split, selection)
+    except ValueError as exc:
+        return [Problem(rf.file, f"{field}.selection", str(exc))]
+    got = np.asarray(dg["index"], dtype=np.int64)
+    if expected is None:  # RobustBench's ImageNet list: only the count can be checked without the files
+        wanted = proto.samples_for(canonical)
+        n_expected = min(n_split, wanted) if wanted is not None else n_split
+        if got.size != n_expected or len(np.unique(got)) != got.size:
+            return [
+                Problem(dfile, f"{field}.index", f"{got.size} distinct samples evaluated, not {n_expected}")
+            ]
+        return []
+    if not np.array_equal(expected, got):
+        method = (selection or {}).get("method", "seeded")
+        return [
+            Problem(
+                dfile,
+                f"{field}.index",
+                f"the {len(dg['index'])} evaluated samples are not protocol {proto.name!r}'s {method} "
+                f"selection ({expected.size} of {n_split})",
+            )
+        ]
+    return []
 
 
 # ---------------------------------------------------------------- reported results
@@ -408,8 +492,39 @@ def _id_problems(entries: list[Entry]) -> list[Problem]:
     return problems
 
 
+def _display_key(name: str) -> str:
+    """A display name as readers see it: NFKC, casefolded, whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+
+
+def _text_problems(entry: Entry) -> list[Problem]:
+    """Card text holds no invisible format/control characters (zero-width, bidi overrides)."""
+    card = entry.card or {}
+    out = []
+    for field in sorted(k for k, v in card.items() if isinstance(v, str)):
+        bad = sorted({f"U+{ord(c):04X}" for c in card[field] if unicodedata.category(c) in ("Cf", "Cc")})
+        if bad:
+            out.append(Problem(entry.card_file, field, f"holds invisible characters {', '.join(bad[:3])}"))
+    return out
+
+
+def _name_problems(entries: list[Entry]) -> list[Problem]:
+    """Display names are unique after normalisation, so no entry can pass for another."""
+    users: dict[str, list[str]] = {}
+    for entry in entries:
+        name = (entry.card or {}).get("name")
+        if isinstance(name, str):
+            users.setdefault(_display_key(name), []).append(entry.card_file)
+    return [
+        Problem(f, "name", f"duplicate display name: also used by {', '.join(o for o in files if o != f)}")
+        for files in users.values()
+        if len(files) > 1
+        for f in files
+    ]
+
+
 def _entry_problems(entry: Entry) -> list[Problem]:
-    problems = _card_problems(entry)
+    problems = _card_problems(entry) + _text_problems(entry)
     if not entry.results and not (entry.dir / "results").is_dir():
         problems.append(Problem(entry.card_file, "", "entry has no results yet; it is not shown", "warning"))
     for rf in entry.results:
@@ -417,6 +532,8 @@ def _entry_problems(entry: Entry) -> list[Problem]:
         problems += found
         if rf.kind == EVALUATED:
             problems += evaluated_mean_problems(rf)
+            if info is not None:
+                problems += _radii_problems(rf, info)
             problems += _hash_problems(entry, rf)
             problems += _digest_problems(entry, rf)
         elif info is not None:
@@ -445,7 +562,7 @@ def validate_submissions(path: str | Path = "submissions") -> list[Problem]:
     """Every problem in a submissions tree (or one entry folder), sorted by file and field."""
     root, only = resolve_target(Path(path))
     entries, problems = load_tree(root)
-    problems += _id_problems(entries)
+    problems += _id_problems(entries) + _name_problems(entries)
     if only is not None:
         prefix = str(root / only)
         problems = [p for p in problems if p.file == prefix or p.file.startswith(prefix + "/")]

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ZSBenchError
-from ..fileio import sha256_file
+from ..fileio import sha256_file, sha256_json
 from .arch import require_arch, resolve_arch
 from .arch_guard import check_embedded
 from .formats import ParsedCheckpoint, parse_checkpoint
@@ -155,6 +155,8 @@ def _finish(
     size, mean, std = _image_geometry(model)
     info.setdefault("num_params", int(sum(p.numel() for p in model.parameters())))
     info["arch"] = arch
+    # the full config the model was built from (text_cfg, quick_gelu, ...): part of the text-head cache key
+    info["_config_sha256"] = sha256_json(open_clip.get_model_config(arch) or {})
     for w in warnings:
         log.warning(w)
     tokenizer = open_clip.get_tokenizer(info.get("tokenizer", arch))

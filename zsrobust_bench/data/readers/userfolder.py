@@ -21,6 +21,15 @@ def _read_user_lines(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def _inserts_class_name(template: str) -> bool:
+    """True when `template.format(name)` works and contains the class name exactly once."""
+    marker = "\x00class\x00"
+    try:
+        return template.format(marker).count(marker) == 1
+    except (ValueError, IndexError, KeyError):
+        return False
+
+
 def spec_for_imagefolder(path: str | os.PathLike[str]) -> DatasetSpec:
     """Spec for a user's folder: sorted sub-folders are labels; classnames.txt / templates.txt there if present."""
     text = str(path)
@@ -42,15 +51,29 @@ def spec_for_imagefolder(path: str | os.PathLike[str]) -> DatasetSpec:
         )
     names_file, templates_file = root / "classnames.txt", root / "templates.txt"
     classnames = _read_user_lines(names_file) if names_file.is_file() else classes
+    if len(classes) < 2:
+        raise DataError(
+            f"imagefolder path {root} has {len(classes)} class sub-folder; zero-shot classification needs two or more",
+            "put the images of each class in its own sub-folder",
+        )
     if len(classnames) != len(classes):
         raise DataError(
             f"{names_file} has {len(classnames)} names for {len(classes)} class folders",
             "write one class name per line, in the sorted order of the folder names",
         )
+    dupes = sorted({c for c in classnames if classnames.count(c) > 1})
+    if dupes:
+        raise DataError(
+            f"{names_file if names_file.is_file() else root}: duplicate class names {dupes[:3]}",
+            "every class needs its own name, or two labels get the same text embedding",
+        )
     templates = _read_user_lines(templates_file) if templates_file.is_file() else [DEFAULT_USER_TEMPLATE]
-    bad = [t for t in templates if t.count("{}") != 1]
+    bad = [t for t in templates if not _inserts_class_name(t)]
     if bad or not templates:
-        raise DataError(f"{templates_file}: every template needs exactly one {{}} (bad: {bad[:3]})")
+        raise DataError(
+            f"{templates_file}: every template needs exactly one {{}} that formats to the class name (bad: {bad[:3]})",
+            "write templates such as 'a photo of a {}.'; no other braces",
+        )
     prompts = PromptSet(tuple(classnames), tuple(templates))
     return DatasetSpec(
         name=f"{IMAGEFOLDER_PREFIX}{root}",
