@@ -16,6 +16,7 @@ from .digest import columns_from_records, decode_digest, flag_value, iter_record
 from .entries import EVALUATED, Entry, ResultsFile
 from .paths import DIGEST_DIR, confined, run_file
 from .problems import Problem
+from .recheck_inputs import recheck_dataset, recheck_model_args, recheck_spec
 
 Evaluate = Callable[..., dict[str, Any]]
 
@@ -50,11 +51,10 @@ def _model_spec(entry: Entry, rf: ResultsFile, checkpoint: Path | None) -> tuple
             return None, exc.message
         return (str(path), "") if path.is_file() else (None, f"checkpoint {path} is not present")
     spec = str(rf.doc["model"]["spec"])
-    if Path(spec).is_file():
-        return spec, ""
-    if spec.startswith("hf-hub:") or (":" in spec and "/" not in spec.split(":", 1)[0]):
-        return spec, ""
-    return None, f"checkpoint {spec} is not present; pass --checkpoint FILE"
+    usable = recheck_spec(entry.dir, spec)
+    if usable is not None:
+        return usable, ""
+    return None, f"checkpoint {spec} is not present in the entry; pass --checkpoint FILE"
 
 
 def _flags(rec: dict[str, Any]) -> dict[str, Any]:
@@ -164,6 +164,12 @@ def recheck_entry(
             )
             continue
         model = rf.doc["model"]
+        try:  # files only from inside the entry, datasets only by registered name
+            arch, pretrained = recheck_model_args(entry.dir, model)
+            recheck_dataset(dataset)
+        except ZSBenchError as exc:
+            problems.append(Problem(rf.file, "model", f"recheck refused: {exc}"))
+            continue
         with tempfile.TemporaryDirectory(prefix="zsbench-recheck-") as tmp:
             out = Path(tmp)
             try:
@@ -172,8 +178,8 @@ def recheck_entry(
                     [dataset],
                     protocol=proto,
                     out=out,
-                    arch=model.get("arch"),
-                    pretrained=model.get("pretrained"),
+                    arch=arch,
+                    pretrained=pretrained,
                     data_root=data_root,
                     indices={dataset: sorted(dg["index"][p] for p in positions)},
                     seed=int(rf.doc["protocol"]["params"]["seed"]),

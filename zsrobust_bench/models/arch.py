@@ -72,8 +72,8 @@ def resolve_arch(arch: str, *, allow_custom_tokenizer: bool = False) -> tuple[st
     )
 
 
-def register_arch_file(path: Path, *, allow_custom_tokenizer: bool = False) -> tuple[str, dict[str, Any]]:
-    """Read a model-config JSON (a regular file of bounded size), gate it, register it under its stem."""
+def read_arch_file(path: Path, *, allow_custom_tokenizer: bool = False) -> dict[str, Any]:
+    """A model-config JSON (a regular file of bounded size) after the config gate; registers nothing."""
     where = str(path)
     if not path.is_file():
         raise ZSBenchError(f"architecture config {where} does not exist or is not a regular file")
@@ -84,8 +84,14 @@ def register_arch_file(path: Path, *, allow_custom_tokenizer: bool = False) -> t
         raise ZSBenchError(
             f"architecture config {where} lacks embed_dim/vision_cfg", "use an open_clip model config"
         )
-    name = register_config(path.stem, cfg, where, allow_custom_tokenizer=allow_custom_tokenizer)
-    return name, gate_config(cfg, where, allow_custom_tokenizer=allow_custom_tokenizer)
+    return gate_config(cfg, where, allow_custom_tokenizer=allow_custom_tokenizer)
+
+
+def register_arch_file(path: Path, *, allow_custom_tokenizer: bool = False) -> tuple[str, dict[str, Any]]:
+    """Read and gate a model-config JSON, then register it under its file name's stem."""
+    cfg = read_arch_file(path, allow_custom_tokenizer=allow_custom_tokenizer)
+    name = register_config(path.stem, cfg, str(path), allow_custom_tokenizer=allow_custom_tokenizer)
+    return name, cfg
 
 
 def vit_signature(state: dict[str, torch.Tensor], prefix: str = "visual.") -> dict[str, int] | None:
