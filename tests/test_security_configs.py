@@ -401,3 +401,29 @@ def test_training_recipe_arch_config_passes_the_gate(tmp_path):
         load_base({"arch": "x", "arch_config": hostile, "pretrained": None}, seed=0)
     with pytest.raises(ConfigError, match="contains 'siglip'"):
         load_base({"arch": "tiny-siglip", "arch_config": TINY, "pretrained": None}, seed=0)
+
+
+# ---------------------------------------------------------------- code that would bypass the gate
+
+BYPASSES = {"get_tokenizer", "load_dataset", "from_pretrained", "get_model_config_from_hf", "HFTokenizer"}
+
+
+def test_no_code_path_reaches_tokenizers_datasets_or_hub_code_around_the_gate():
+    """Only config_gate builds tokenizers (never by name); no dataset scripts; remote code is never on."""
+    import ast
+
+    found = []
+    for path in sorted((REPO_ROOT / "zsrobust_bench").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "attr", None) or getattr(node.func, "id", None)
+            where = f"{path.relative_to(REPO_ROOT)}:{node.lineno}"
+            if name in BYPASSES and path.name != "config_gate.py":
+                found.append(f"{where} calls {name}")
+            for kw in node.keywords:
+                if kw.arg == "trust_remote_code" and not (
+                    isinstance(kw.value, ast.Constant) and kw.value.value is False
+                ):
+                    found.append(f"{where} passes trust_remote_code={ast.unparse(kw.value)}")
+    assert not found, found
