@@ -427,3 +427,24 @@ def test_no_code_path_reaches_tokenizers_datasets_or_hub_code_around_the_gate():
                 ):
                     found.append(f"{where} passes trust_remote_code={ast.unparse(kw.value)}")
     assert not found, found
+
+
+@pytest.mark.slow  # builds all of open_clip's shipped configs on the meta device: about a minute
+def test_gate_over_every_open_clip_builtin(capsys):
+    """How many of open_clip's shipped configs the gate admits, and why the others are refused."""
+    from zsrobust_bench.models.config_gate import builtin_names
+
+    reasons: dict[str, list[str]] = {}
+    for name in builtin_names():
+        try:
+            gate_builtin(name, "builtin")
+            reasons.setdefault("admitted", []).append(name)
+        except ConfigError as exc:
+            why = next(k for k in ("hf_model_name", "multimodal_cfg", "GiB", "") if k in exc.message)
+            reasons.setdefault(why or "other", []).append(name)
+    with capsys.disabled():
+        counts = ", ".join(f"{k} {len(v)}" for k, v in sorted(reasons.items()))
+        print(f"\n[gate] open_clip {len(builtin_names())} built-in configs: {counts}")
+    assert {"ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-bigG-14", "RN50"} <= set(reasons["admitted"])
+    assert "roberta-ViT-B-32" in reasons["hf_model_name"] and "coca_ViT-B-32" in reasons["multimodal_cfg"]
+    assert "other" not in reasons, reasons.get("other")
