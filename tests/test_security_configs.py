@@ -299,7 +299,7 @@ def test_checkpoint_metadata_is_refused_before_network_memory_or_files(
         load_model(str(path))
     grown = _peak_mib() - before
     text = str(err.value)
-    assert words in text and "\n" not in text, text
+    assert words in text and path.name in text and "\n" not in text, text
     assert "root:" not in text and not no_network
     assert grown < MAX_GROWTH_MIB, f"{case}: refusal grew the peak by {grown:.0f} MiB"
 

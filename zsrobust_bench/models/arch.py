@@ -53,16 +53,22 @@ def register_config(
     return final
 
 
-def resolve_arch(arch: str, *, allow_custom_tokenizer: bool = False) -> tuple[str, dict[str, Any]]:
-    """An open_clip model name or a path to a model-config JSON -> (registered name, gated config)."""
+def resolve_arch(
+    arch: str, *, allow_custom_tokenizer: bool = False, origin: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """An open_clip model name or a path to a model-config JSON -> (registered name, gated config).
+
+    `origin` (e.g. the checkpoint that named the architecture) prefixes any refusal.
+    """
     p = Path(arch)
     if arch.endswith(".json") or p.is_file():
         return register_arch_file(p, allow_custom_tokenizer=allow_custom_tokenizer)
+    where = origin or f"architecture {arch}"
     if arch in builtin_names():
-        return arch, gate_builtin(arch, f"architecture {arch}")
+        return arch, gate_builtin(arch, where)
     if arch in open_clip.list_models():  # registered in this process from a gated config
-        check_arch_name(arch, f"architecture {arch}")
-        return arch, gate_config(open_clip.get_model_config(arch), f"architecture {arch}")
+        check_arch_name(arch, where)
+        return arch, gate_config(open_clip.get_model_config(arch), where)
     close = difflib.get_close_matches(arch, builtin_names(), n=4)
     raise ZSBenchError(
         f"unknown architecture {arch!r}",

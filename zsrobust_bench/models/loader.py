@@ -259,11 +259,11 @@ def _load_file(
         arch_name = register_config(parsed.arch or "zsbench-arch", parsed.arch_config, origin, **gate_kw)
         config = gate_config(parsed.arch_config, origin, **gate_kw)
     elif parsed.arch is not None:
-        arch_name, config = resolve_arch(parsed.arch, **gate_kw)
         origin = f"{where}: embedded architecture name"
+        arch_name, config = resolve_arch(parsed.arch, origin=origin, **gate_kw)
     elif parsed.default_arch is not None:
-        arch_name, config = resolve_arch(parsed.default_arch, **gate_kw)
-        origin = f"{parsed.format} default architecture"
+        origin = f"{where}: {parsed.format} default architecture"
+        arch_name, config = resolve_arch(parsed.default_arch, origin=origin, **gate_kw)
         warnings.append(
             f"{parsed.format} checkpoint: assuming --arch {parsed.default_arch} (what its training code used)"
         )
