@@ -448,3 +448,27 @@ def test_gate_over_every_open_clip_builtin(capsys):
     assert {"ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-bigG-14", "RN50"} <= set(reasons["admitted"])
     assert "roberta-ViT-B-32" in reasons["hf_model_name"] and "coca_ViT-B-32" in reasons["multimodal_cfg"]
     assert "other" not in reasons, reasons.get("other")
+
+
+def test_recheck_model_args_keep_names_and_hub_ids_but_confine_paths(tmp_path, monkeypatch):
+    from zsrobust_bench.errors import SubmissionError
+    from zsrobust_bench.leaderboard.recheck_inputs import recheck_dataset, recheck_model_args
+
+    monkeypatch.chdir(tmp_path)
+    entry = tmp_path / "submissions" / "e"
+    entry.mkdir(parents=True)
+    (entry / "arch.json").write_text(json.dumps(TINY))
+    (tmp_path / "cwd-file").write_text("x")
+    assert recheck_model_args(entry, {"arch": "ViT-B-32", "pretrained": "openai"}) == ("ViT-B-32", "openai")
+    hub = {"arch": "hf-hub:org/name", "pretrained": "hf-hub:org/name"}
+    assert recheck_model_args(entry, hub) == ("hf-hub:org/name", "hf-hub:org/name")
+    inside = str((entry / "arch.json").resolve())
+    for value in ("arch.json", "submissions/e/arch.json", inside):
+        assert recheck_model_args(entry, {"arch": value}) == (inside, None)
+    for value in ("cwd-file", "../../cwd-file", "/etc/passwd"):
+        with pytest.raises(SubmissionError, match="not a file inside the entry folder"):
+            recheck_model_args(entry, {"arch": "ViT-B-32", "pretrained": value})
+    for name in ("imagefolder:/etc", "../x", "a/b"):
+        with pytest.raises(SubmissionError, match="names a path"):
+            recheck_dataset(name)
+    recheck_dataset("cifar10")

@@ -21,6 +21,8 @@ from .problems import Problem
 
 
 def _looks_like_path(value: str) -> bool:
+    if value.startswith("hf-hub:"):  # a hub id (its config is gated when it is loaded), not a path
+        return False
     return "/" in value or "\\" in value or value.endswith(".json") or value.startswith((".", "~"))
 
 
