@@ -64,6 +64,8 @@ HOSTILE_KEYS = (
     "pos_embed_type",
     "eps",
     "device",
+    "a\nb",
+    "../x",
 )
 
 

@@ -29,9 +29,10 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from ..fileio import sha256_json
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 TIMM_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.]{0,127}$")
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_DEPTH = 4
@@ -41,7 +42,7 @@ MAX_WIDTH = 8192
 MAX_LAYERS = 256
 MAX_HEADS = 256
 MAX_IMAGE_SIZE = 1024
-MAX_IMAGE_TOKENS = 4096  # (image_size / patch_size)^2; open_clip's built-ins use at most 1024
+MAX_IMAGE_TOKENS = 4096  # (image_size / patch_size)^2; open_clip's built-in ViTs use at most 729
 MAX_CONTEXT = 1024  # text tokens; open_clip's built-ins use at most 77
 MAX_VOCAB = 1_000_000
 MAX_MODEL_BYTES = 12 * 2**30  # fp32 parameters + buffers; ViT-bigG-14 (the largest CLIP ViT) is 9.5 GiB
@@ -60,7 +61,12 @@ class Gate:
     allow_custom_tokenizer: bool = False
 
     def refuse(self, path: str, why: str, hint: str = HINT) -> ConfigError:
-        return ConfigError(f"{self.origin}: {path} {why}; nothing was loaded", hint)
+        return ConfigError(_one_line(f"{self.origin}: {path} {why}; nothing was loaded"), hint)
+
+
+def _one_line(text: str) -> str:
+    """Control characters (a newline in a file name, say) escaped, so a refusal stays one line."""
+    return CONTROL_RE.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 # ---------------------------------------------------------------- value rules
@@ -280,8 +286,8 @@ def _walk(value: Any, path: str, depth: int, gate: Gate) -> None:
         raise gate.refuse(path, f"nests deeper than {MAX_DEPTH} levels")
     if isinstance(value, dict):
         for k, v in value.items():
-            if not isinstance(k, str) or len(k) > 64:
-                raise gate.refuse(path, f"has a key {_show(k)} that is not a short string")
+            if not isinstance(k, str) or not KEY_RE.match(k):
+                raise gate.refuse(path or "config", f"has a key {_show(k)} that is not a short plain name")
             if k == "trust_remote_code":
                 raise gate.refuse(
                     f"{path}.{k}".lstrip("."), "is never allowed (it runs code shipped with a model)"
@@ -455,11 +461,6 @@ def load_config_json(data: bytes | str, origin: str) -> Any:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
-
-
-def config_key(config: dict[str, Any]) -> str:
-    """Content hash of a gated config (what register_config names a custom architecture by)."""
-    return sha256_json(config)
 
 
 # ---------------------------------------------------------------- tokenizers
