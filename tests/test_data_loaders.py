@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
 import pickle
 import tarfile
 from pathlib import Path
@@ -157,6 +158,22 @@ def test_truncated_webdataset_shard(tmp_path: Path) -> None:
     data = (split / "0.tar").read_bytes()
     (split / "0.tar").write_bytes(data[:700])  # cut inside the image member
     with pytest.raises(DataError, match=r"0\.tar"):
+        open_eval_dataset(get_dataset("cifar10"), tmp_path, image_size=224)
+
+
+def test_webdataset_fifo_shard_and_huge_label_are_refused(tmp_path: Path) -> None:
+    split = tmp_path / "cifar10" / "wds" / "test"
+    split.mkdir(parents=True)
+    os.mkfifo(split / "0.tar")
+    with pytest.raises(DataError, match=r"0\.tar is a FIFO, not a regular file"):  # not read forever
+        open_eval_dataset(get_dataset("cifar10"), tmp_path, image_size=224)
+    (split / "0.tar").unlink()
+    with tarfile.open(split / "0.tar", "w") as tf:
+        for name, payload in (("a.png", _png(_rand(1, 32, 32, 5)[0])), ("a.cls", b"1" + b" " * 4096)):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tf.addfile(info, io.BytesIO(payload))
+    with pytest.raises(DataError, match=r"label file a\.cls is 4097 bytes"):
         open_eval_dataset(get_dataset("cifar10"), tmp_path, image_size=224)
 
 
@@ -412,3 +429,43 @@ def test_imagefolder_one_class_and_duplicate_names_are_refused(tmp_path: Path) -
     (tmp_path / "classnames.txt").write_text("cat\ncat\n")
     with pytest.raises(DataError, match=r"duplicate class names \['cat'\]"):
         spec_for_imagefolder(tmp_path)
+
+
+def _path_only_parquet(folder: Path, paths: list[str]) -> None:
+    """A parquet copy whose image cells hold only a path (as a crafted or half-converted file can)."""
+    import datasets
+    import pyarrow.parquet as pq
+
+    cells = [{"bytes": None, "path": p} for p in paths]
+    feats = datasets.Features(
+        {
+            "image": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")},
+            "label": datasets.Value("int64"),
+        }
+    )
+    folder.mkdir(parents=True)
+    target = folder / "test-00000-of-00001.parquet"
+    datasets.Dataset.from_dict({"image": cells, "label": [0] * len(cells)}, features=feats).to_parquet(
+        str(target)
+    )
+    table = pq.read_table(target)
+    meta = dict(table.schema.metadata)
+    info = json.loads(meta[b"huggingface"])
+    info["info"]["features"]["image"] = {"_type": "Image"}
+    pq.write_table(table.replace_schema_metadata({**meta, b"huggingface": json.dumps(info).encode()}), target)
+
+
+def test_hf_image_paths_stay_inside_the_dataset_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "stl10" / "hf"
+    _path_only_parquet(folder, ["/etc/passwd", "../../outside.png", "pipe.png", "inside.png"])
+    os.mkfifo(folder / "pipe.png")
+    Image.fromarray(_rand(1, 96, 96, 3)[0]).save(folder / "inside.png")
+    Image.fromarray(_rand(1, 96, 96, 4)[0]).save(tmp_path / "outside.png")
+    ev = open_eval_dataset(get_dataset("stl10"), tmp_path, image_size=96)
+    for i in range(2):
+        with pytest.raises(DataError, match=f"row {i} of .*lies outside the dataset folder"):
+            ev[i]
+    with pytest.raises(DataError, match="row 2 of .*FIFO, not a regular file"):  # never read forever
+        ev[2]
+    x, y = ev[3]
+    assert y == 0 and torch.equal(x, _chw(np.asarray(Image.open(folder / "inside.png"))))

@@ -24,7 +24,7 @@ def test_real_run_end_to_end(tmp_path: Path, tiny_model, tiny_cfg_path: Path) ->
     evaluate(str(ckpt), None, protocol="synthetic-pgd", out=run, arch=str(tiny_cfg_path), progress=False)
     report = submit(run, "tiny-random", subs)
     assert report.card_created and not errors(report.problems), report.problems
-    problems = recheck_submissions(subs, 6, seed=1)
+    problems = recheck_submissions(subs, 6, seed=1, checkpoint=ckpt)
     assert not errors(problems) and any("all match" in p.message for p in problems), problems
     files = {p.name for p in build_leaderboard(subs, tmp_path / "lb")}
     assert "synthetic-pgd.md" in files

@@ -51,20 +51,21 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
 def test_recheck_matches(setup: tuple[Path, Path]) -> None:
     run, subs = setup
     fake = FakeEvaluate(run)
-    problems = recheck_submissions(subs, 12, evaluate=fake)
+    problems = recheck_submissions(subs, 12, checkpoint=run / "model.safetensors", evaluate=fake)
     assert not errors(problems)
     assert any(p.severity == "info" and "rechecked 12 samples: all match" in p.message for p in problems)
     assert sum(len(c[2][c[1][0]]) for c in fake.calls) == 12
     model, _, _, kw = fake.calls[0]
     assert model == str(run / "model.safetensors") and kw["protocol"] == "stub-pgd" and kw["seed"] == 0
     again = FakeEvaluate(run)
-    recheck_submissions(subs, 12, evaluate=again)
+    recheck_submissions(subs, 12, checkpoint=run / "model.safetensors", evaluate=again)
     assert [c[2] for c in again.calls] == [c[2] for c in fake.calls]  # same seed, same samples
 
 
 def test_recheck_reports_mismatch(setup: tuple[Path, Path]) -> None:
     run, subs = setup
-    bad = errors(recheck_submissions(subs, 40, evaluate=FakeEvaluate(run, flip=True)))
+    ckpt = run / "model.safetensors"
+    bad = errors(recheck_submissions(subs, 40, checkpoint=ckpt, evaluate=FakeEvaluate(run, flip=True)))
     assert bad and all(p.file.endswith("digest/stub-pgd.json.gz") for p in bad)
     assert "robust_correct: recorded" in bad[0].message and ".index=" in bad[0].field
 
@@ -118,6 +119,7 @@ def test_self_describing_checkpoint_rechecks_in_a_fresh_process(
     name = result["model"]["arch"]
     monkeypatch.setattr(arch_mod, "_REGISTERED", {})  # as in a new process: the embedded name is unknown
     monkeypatch.delitem(open_clip.factory._MODEL_CONFIGS, name)
-    problems = recheck_submissions(subs, 3, seed=1)
+    # the checkpoint lies outside the entry, so the re-check is handed it explicitly
+    problems = recheck_submissions(subs, 3, seed=1, checkpoint=demo_model)
     assert not errors(problems), problems
     assert any("rechecked 3 samples: all match" in p.message for p in problems), problems

@@ -238,7 +238,7 @@ def test_registering_arch_configs_leaves_no_temp_files(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr("tempfile.tempdir", None)
     cfg = open_clip.get_model_config("ViT-B-32")
-    names = [register_config("zsbench-leak-probe", {**cfg, "embed_dim": 500 + i}) for i in range(3)]
+    names = [register_config("zsbench-leak-probe", {**cfg, "embed_dim": 500 + i}, "test") for i in range(3)]
     assert len(set(names)) == 3
     assert [open_clip.get_model_config(n)["embed_dim"] for n in names] == [500, 501, 502]
     assert list(tmp_path.iterdir()) == []

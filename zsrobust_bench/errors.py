@@ -21,6 +21,10 @@ class CheckpointError(ZSBenchError):
     """A checkpoint that cannot be loaded safely or does not fit the architecture."""
 
 
+class ConfigError(CheckpointError):
+    """A model config (from a name, a file, a checkpoint, a submission or the hub) refused by the config gate."""
+
+
 class DataError(ZSBenchError):
     """Missing, corrupt or inconsistent dataset files."""
 

@@ -119,6 +119,7 @@ def evaluate(
     progress: bool = True,
     loaded: LoadedModel | None = None,
     compile: bool = False,
+    allow_custom_tokenizer: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a model under a protocol; writes out/results.json and out/samples/*.jsonl and returns the results.
 
@@ -157,7 +158,9 @@ def evaluate(
     started, t0 = now_iso(), time.time()
     lock = run_lock(out) if rank == 0 else _null_lock(out)
     with lock:
-        lm = loaded or load_model(model, arch=arch, pretrained=pretrained)
+        lm = loaded or load_model(
+            model, arch=arch, pretrained=pretrained, allow_custom_tokenizer=allow_custom_tokenizer
+        )
         for w in lm.warnings:
             if rank == 0:
                 print(f"WARNING: {w}")

@@ -77,6 +77,12 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
         "--pretrained",
         help="base weights for what the checkpoint lacks: open_clip tag or full checkpoint path",
     )
+    p.add_argument(
+        "--allow-custom-tokenizer",
+        action="store_true",
+        help="let the architecture config name a local tokenizer folder of your own (loaded without "
+        "remote code); never set by the leaderboard",
+    )
     p.add_argument("--out", type=Path, help="output directory (default: runs/<model>-<protocol>)")
     p.add_argument(
         "--data-root", type=Path, help="dataset root (default: $ZSBENCH_DATA or ~/.cache/zsbench/data)"
@@ -143,6 +149,7 @@ def _cmd(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         shard_size=args.shard_size,
         compile=args.compile,
+        allow_custom_tokenizer=args.allow_custom_tokenizer,
         overrides=overrides_from_args(args),
     )
     if not results:  # non-zero rank under torchrun

@@ -7,13 +7,14 @@ import fcntl
 import hashlib
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from .errors import RunLockedError
+from .errors import RunLockedError, ZSBenchError
 
 
 def _umask() -> int:
@@ -73,10 +74,32 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def open_regular(path: str | os.PathLike, where: str | None = None) -> BinaryIO:
+    """Open a regular file for reading; a FIFO, device or directory is refused before any byte is read.
+
+    The file is opened non-blocking (a FIFO without a writer would otherwise block forever) and
+    checked on the open descriptor, so what is checked is what is read.
+    """
+    shown = where or str(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ZSBenchError(f"{shown} cannot be opened ({exc.strerror})") from exc
+    kind = os.fstat(fd).st_mode
+    if not stat.S_ISREG(kind):
+        os.close(fd)
+        what = (
+            "a directory" if stat.S_ISDIR(kind) else "a FIFO" if stat.S_ISFIFO(kind) else "a device or socket"
+        )
+        raise ZSBenchError(f"{shown} is {what}, not a regular file; nothing was read", "pass a file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Streaming sha256 of a file."""
+    """Streaming sha256 of a regular file (FIFOs and devices are refused, never read forever)."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()

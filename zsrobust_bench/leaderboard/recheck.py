@@ -16,6 +16,7 @@ from .digest import columns_from_records, decode_digest, flag_value, iter_record
 from .entries import EVALUATED, Entry, ResultsFile
 from .paths import DIGEST_DIR, confined, run_file
 from .problems import Problem
+from .recheck_inputs import recheck_dataset, recheck_model_args, recheck_spec
 
 Evaluate = Callable[..., dict[str, Any]]
 
@@ -50,17 +51,17 @@ def _model_spec(entry: Entry, rf: ResultsFile, checkpoint: Path | None) -> tuple
             return None, exc.message
         return (str(path), "") if path.is_file() else (None, f"checkpoint {path} is not present")
     spec = str(rf.doc["model"]["spec"])
-    if Path(spec).is_file():
-        return spec, ""
-    if spec.startswith("hf-hub:") or (":" in spec and "/" not in spec.split(":", 1)[0]):
-        return spec, ""
-    return None, f"checkpoint {spec} is not present; pass --checkpoint FILE"
+    usable = recheck_spec(entry.dir, spec)
+    if usable is not None:
+        return usable, ""
+    return None, f"checkpoint {spec} is not present in the entry; pass --checkpoint FILE"
 
 
-def _arch(model: dict[str, Any]) -> str | None:
-    """The --arch to rebuild the run's model with: none for a self-describing (zsbench-format) checkpoint,
-    which evaluate built from the config it embeds (its recorded name is registered only in that process)."""
-    return None if model.get("format") == "zsbench" else model.get("arch")
+def _arch(model: dict[str, Any], arch: str | None) -> str | None:
+    """The --arch to rebuild the run's model with (`arch`, already confined and gated): none for a
+    self-describing (zsbench-format) checkpoint, which evaluate built from the config it embeds (its
+    recorded name is registered only in that process)."""
+    return None if model.get("format") == "zsbench" else arch
 
 
 def _flags(rec: dict[str, Any]) -> dict[str, Any]:
@@ -170,6 +171,12 @@ def recheck_entry(
             )
             continue
         model = rf.doc["model"]
+        try:  # files only from inside the entry, datasets only by registered name
+            arch, pretrained = recheck_model_args(entry.dir, model)
+            recheck_dataset(dataset)
+        except ZSBenchError as exc:
+            problems.append(Problem(rf.file, "model", f"recheck refused: {exc}"))
+            continue
         with tempfile.TemporaryDirectory(prefix="zsbench-recheck-") as tmp:
             out = Path(tmp)
             try:
@@ -178,8 +185,8 @@ def recheck_entry(
                     [dataset],
                     protocol=proto,
                     out=out,
-                    arch=_arch(model),
-                    pretrained=model.get("pretrained"),
+                    arch=_arch(model, arch),
+                    pretrained=pretrained,
                     data_root=data_root,
                     indices={dataset: sorted(dg["index"][p] for p in positions)},
                     seed=int(rf.doc["protocol"]["params"]["seed"]),

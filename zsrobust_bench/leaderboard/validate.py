@@ -14,6 +14,7 @@ from .entries import EVALUATED, Entry, ResultsFile, load_tree
 from .paths import CARD_FILE, DIGEST_DIR, RESULTS_DIR, is_inside, normalized_id, relative_path_problem
 from .problems import Problem
 from .protocols_ref import ProtocolInfo, RegistryUnavailable, _get_registered, eps_label, lookup_protocol
+from .recheck_inputs import arch_file_problems
 from .schema import DIGEST_SCHEMA, schema_problems
 from .scores import scores_from_reported
 
@@ -536,6 +537,7 @@ def _entry_problems(entry: Entry) -> list[Problem]:
                 problems += _radii_problems(rf, info)
             problems += _hash_problems(entry, rf)
             problems += _digest_problems(entry, rf)
+            problems += arch_file_problems(entry, rf)
         elif info is not None:
             problems += _reported_problems(rf, info)
         if info is not None:

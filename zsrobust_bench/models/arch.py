@@ -12,17 +12,29 @@ import open_clip
 import torch
 
 from ..errors import CheckpointError, ZSBenchError
-from ..fileio import sha256_json
+from ..fileio import open_regular, sha256_json
+from .config_gate import (
+    MAX_CONFIG_BYTES,
+    builtin_names,
+    check_arch_name,
+    gate_builtin,
+    gate_config,
+    load_config_json,
+)
 
 _REGISTERED: dict[str, str] = {}
 
 
-def register_config(name: str, config: dict[str, Any]) -> str:
-    """Register an architecture config with open_clip; returns the name to create it by.
+def register_config(
+    name: str, config: dict[str, Any], origin: str, *, allow_custom_tokenizer: bool = False
+) -> str:
+    """Pass `config` through the config gate and register it with open_clip; returns the name to create it by.
 
     If `name` is a built-in with a different config, a content-hashed name is used instead so a
     checkpoint can never silently get another architecture.
     """
+    check_arch_name(name, origin)
+    config = gate_config(config, origin, allow_custom_tokenizer=allow_custom_tokenizer)
     key = sha256_json(config)
     if key in _REGISTERED:
         return _REGISTERED[key]
@@ -41,30 +53,51 @@ def register_config(name: str, config: dict[str, Any]) -> str:
     return final
 
 
-def resolve_arch(arch: str) -> tuple[str, dict[str, Any]]:
-    """An open_clip model name or a path to a model-config JSON -> (registered name, config)."""
+def resolve_arch(
+    arch: str, *, allow_custom_tokenizer: bool = False, origin: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """An open_clip model name or a path to a model-config JSON -> (registered name, gated config).
+
+    `origin` (e.g. the checkpoint that named the architecture) prefixes any refusal.
+    """
     p = Path(arch)
     if arch.endswith(".json") or p.is_file():
-        if not p.is_file():
-            raise ZSBenchError(f"architecture config {arch} does not exist")
-        try:
-            cfg = json.loads(p.read_text())
-        except json.JSONDecodeError as exc:
-            raise ZSBenchError(f"architecture config {arch} is not valid JSON: {exc}") from exc
-        if not isinstance(cfg, dict) or "vision_cfg" not in cfg or "embed_dim" not in cfg:
-            raise ZSBenchError(
-                f"architecture config {arch} lacks embed_dim/vision_cfg", "use an open_clip model config"
-            )
-        return register_config(p.stem, cfg), cfg
-    if arch in open_clip.list_models():
-        return arch, open_clip.get_model_config(arch)
-    close = difflib.get_close_matches(arch, open_clip.list_models(), n=4)
+        return register_arch_file(p, allow_custom_tokenizer=allow_custom_tokenizer)
+    where = origin or f"architecture {arch}"
+    if arch in builtin_names():
+        return arch, gate_builtin(arch, where)
+    if arch in open_clip.list_models():  # registered in this process from a gated config
+        check_arch_name(arch, where)
+        return arch, gate_config(open_clip.get_model_config(arch), where)
+    close = difflib.get_close_matches(arch, builtin_names(), n=4)
     raise ZSBenchError(
         f"unknown architecture {arch!r}",
         f"did you mean {', '.join(close)}?"
         if close
         else "pass an open_clip model name or a config JSON path",
     )
+
+
+def read_arch_file(path: Path, *, allow_custom_tokenizer: bool = False) -> dict[str, Any]:
+    """A model-config JSON (a regular file of bounded size) after the config gate; registers nothing."""
+    where = str(path)
+    if not path.is_file():
+        raise ZSBenchError(f"architecture config {where} does not exist or is not a regular file")
+    with open_regular(path, where) as fh:
+        data = fh.read(MAX_CONFIG_BYTES + 1)
+    cfg = load_config_json(data, where)
+    if not isinstance(cfg, dict) or "vision_cfg" not in cfg or "embed_dim" not in cfg:
+        raise ZSBenchError(
+            f"architecture config {where} lacks embed_dim/vision_cfg", "use an open_clip model config"
+        )
+    return gate_config(cfg, where, allow_custom_tokenizer=allow_custom_tokenizer)
+
+
+def register_arch_file(path: Path, *, allow_custom_tokenizer: bool = False) -> tuple[str, dict[str, Any]]:
+    """Read and gate a model-config JSON, then register it under its file name's stem."""
+    cfg = read_arch_file(path, allow_custom_tokenizer=allow_custom_tokenizer)
+    name = register_config(path.stem, cfg, str(path), allow_custom_tokenizer=allow_custom_tokenizer)
+    return name, cfg
 
 
 def vit_signature(state: dict[str, torch.Tensor], prefix: str = "visual.") -> dict[str, int] | None:

@@ -3,7 +3,6 @@ and converts it to open_clip key names plus optional visual prompts."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
+from .config_gate import load_config_json
 
 WRAPPER_KEYS = ("state_dict", "model", "module", "model_state_dict")
 STRIP_PREFIXES = ("module.", "model.", "_orig_mod.")
@@ -107,10 +107,10 @@ def _detect_zsbench(obj: dict[str, Any], meta: dict[str, str]) -> bool:
 
 
 def _convert_zsbench(obj: dict[str, Any], meta: dict[str, str]) -> ParsedCheckpoint:
-    try:
-        info = json.loads(meta["zsbench_model"]) if "zsbench_model" in meta else obj.get("zsbench_model", {})
-    except ValueError as exc:
-        raise CheckpointError(f"zsbench checkpoint metadata is not valid JSON ({exc})") from exc
+    if "zsbench_model" in meta:  # bounded size, no NaN, and deep nesting is a refusal, not a RecursionError
+        info = load_config_json(meta["zsbench_model"], "zsbench checkpoint metadata zsbench_model")
+    else:
+        info = obj.get("zsbench_model", {})
     if not isinstance(info, dict):
         raise CheckpointError("zsbench checkpoint metadata `zsbench_model` is not a JSON object")
     version = str(meta.get("zsbench_format", obj.get("zsbench_format")))

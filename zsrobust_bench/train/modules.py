@@ -52,17 +52,19 @@ class BaseModel:
 def load_base(model_cfg: dict[str, Any], seed: int) -> BaseModel:
     """Build the starting CLIP: an open_clip tag, a checkpoint file, the shipped demo, or a random init."""
     from ..models.arch import register_config
+    from ..models.config_gate import build_tokenizer, gate_config
     from ..models.loader import load_model
 
     pretrained = model_cfg.get("pretrained")
     if model_cfg.get("arch_config") is not None:
         if pretrained is not None:
             raise ZSBenchError("model.arch_config builds a model from scratch; drop model.pretrained")
-        cfg = dict(model_cfg["arch_config"])
-        name = register_config(model_cfg.get("arch") or "zsbench-arch", cfg)
+        origin = "training recipe model.arch_config"
+        cfg = gate_config(model_cfg["arch_config"], origin)
+        name = register_config(model_cfg.get("arch") or "zsbench-arch", cfg, origin)
         torch.manual_seed(seed)
         model = open_clip.create_model(name, pretrained=None)
-        tokenizer = open_clip.get_tokenizer(name)
+        tokenizer = build_tokenizer(cfg, origin)
         size = int(cfg["vision_cfg"]["image_size"])
         mean, std = tuple(open_clip.OPENAI_DATASET_MEAN), tuple(open_clip.OPENAI_DATASET_STD)
         return BaseModel(model, tokenizer, model_cfg.get("arch") or name, cfg, None, size, mean, std)

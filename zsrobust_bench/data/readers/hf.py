@@ -14,18 +14,27 @@ from typing import Any
 
 from PIL import Image
 
-from ...errors import DataError
+from ...errors import DataError, ZSBenchError
+from ...fileio import open_regular
 from ..paths import dataset_dir
 from ..spec import DatasetSpec, Source
 from .base import ImageSource, Reader
 from .webdataset import read_webdataset
+
+MAX_IMAGE_BYTES = 64 * 1024 * 1024  # one encoded image; far above any benchmark image
 
 
 class HFSource:
     """Rows of an HF `datasets` Dataset; images are decoded here so errors name the row and file."""
 
     def __init__(
-        self, ds: Any, where: str, num_classes: int, image_column: str | None, label_column: str | None
+        self,
+        ds: Any,
+        where: str,
+        num_classes: int,
+        image_column: str | None,
+        label_column: str | None,
+        root: Path | None = None,
     ) -> None:
         import datasets
 
@@ -50,6 +59,7 @@ class HFSource:
             self.image_column, datasets.Image(decode=False)
         )
         self.where = where
+        self.root = root
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -58,8 +68,29 @@ class HFSource:
         row = self.ds[index]
         cell = row[self.image_column]
         data = cell.get("bytes")
-        image = Image.open(io.BytesIO(data)) if data is not None else Image.open(cell["path"])
-        return image, int(row[self.label_column])
+        if data is None:
+            data = self._path_cell(cell.get("path"), index)
+        return Image.open(io.BytesIO(data)), int(row[self.label_column])
+
+    def _path_cell(self, value: Any, index: int) -> bytes:
+        """An image stored by path: a regular file inside the dataset's folder, never any path a row names."""
+        root = self.root.resolve() if self.root is not None else None
+        path = Path(str(value)) if isinstance(value, str) and value else None
+        if path is not None and root is not None and not path.is_absolute():
+            path = root / path
+        if path is None or root is None or not path.resolve().is_relative_to(root):
+            raise DataError(
+                f"row {index} of {self.where}: image path {str(value)[:120]!r} lies outside the dataset folder",
+                "store images as bytes (datasets.Image embeds them) or keep them inside the folder",
+            )
+        try:
+            with open_regular(path) as fh:
+                data = fh.read(MAX_IMAGE_BYTES + 1)
+        except ZSBenchError as exc:
+            raise DataError(f"row {index} of {self.where}: {exc.message}") from exc
+        if len(data) > MAX_IMAGE_BYTES:
+            raise DataError(f"row {index} of {self.where}: image {path} is over {MAX_IMAGE_BYTES} bytes")
+        return data
 
     def describe(self, index: int) -> str:
         path = self.ds[index][self.image_column].get("path")
@@ -104,6 +135,7 @@ def _read_hf_local(spec: DatasetSpec, source: Source, path: Path, split: str) ->
         spec.num_classes,
         source.options.get("image_column"),
         source.options.get("label_column"),
+        root=path,
     )
 
 

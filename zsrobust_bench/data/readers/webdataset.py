@@ -9,17 +9,20 @@ image or label is reported with the shard's path.
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
-from ...errors import DataError
+from ...errors import DataError, ZSBenchError
+from ...fileio import open_regular
 from ..spec import DatasetSpec, Source
 from .base import ImageSource
 
 WDS_IMAGE_EXTENSIONS = ("webp", "png", "jpg", "jpeg")  # clip-benchmark's order of preference
+MAX_LABEL_BYTES = 64  # a .cls member holds one integer
 
 
 @dataclass
@@ -53,9 +56,13 @@ def _index_shard(shard: Path) -> list[tuple[str, int, int, str, int]]:
     """Samples of one tar shard: members grouped by key (name up to the first dot of the file name)."""
     groups: dict[str, dict[str, tarfile.TarInfo]] = {}
     labels: dict[str, int] = {}
-    size = shard.stat().st_size
     try:
-        with tarfile.open(shard, "r:") as tf:
+        raw = open_regular(shard)  # a FIFO or device named *.tar is refused instead of read forever
+    except ZSBenchError as exc:
+        raise DataError(f"webdataset shard {exc.message}") from exc
+    size = os.fstat(raw.fileno()).st_size
+    try:
+        with raw, tarfile.open(fileobj=raw, mode="r:") as tf:
             for member in tf:
                 if not member.isfile():
                     continue
@@ -68,6 +75,10 @@ def _index_shard(shard: Path) -> list[tuple[str, int, int, str, int]]:
                 if member.offset_data + member.size > size:
                     raise DataError(f"webdataset shard {shard} is truncated inside {member.name}")
                 if ext.lower() == "cls":
+                    if member.size > MAX_LABEL_BYTES:
+                        raise DataError(
+                            f"webdataset shard {shard}: label file {member.name} is {member.size} bytes"
+                        )
                     fh = tf.extractfile(member)
                     text = fh.read().decode().strip() if fh else ""
                     if not text.lstrip("-").isdigit():
