@@ -36,25 +36,6 @@ ALPHA_LINF = 2.0  # initial step size = 2 * eps ("alpha = 2." for Linf and L2)
 MOMENTUM = 0.75  # "a = 0.75 if i > 0 else 1.0"
 
 
-def checkpoint_schedule(n_iter: int, rho: float) -> tuple[list[bool], list[int]]:
-    """Per reference iteration i (0..n_iter-1): whether it ends with a step-size check, and the k used."""
-    del rho
-    k = max(int(0.22 * n_iter), 1)
-    n_iter_min = max(int(0.06 * n_iter), 1)
-    size_decr = max(int(0.03 * n_iter), 1)
-    check, ks, counter = [], [], 0
-    for _ in range(n_iter):
-        counter += 1
-        ks.append(k)
-        if counter == k:
-            check.append(True)
-            k = max(k - size_decr, n_iter_min)
-            counter = 0
-        else:
-            check.append(False)
-    return check, ks
-
-
 def ce_per_sample(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-sample cross-entropy (the reference's `nn.CrossEntropyLoss(reduction='none')`)."""
     del target
@@ -123,9 +104,8 @@ class EngineAPGD(StepwiseAttack):
         self.n_target_classes = int(n_target_classes) if self.targeted else 1
         self.restarts = self.n_restarts * self.n_target_classes
         self.name = name or ("apgd-t" if self.targeted else "apgd-ce")
-        check, ks = checkpoint_schedule(self.n_iter, self.rho)
-        self._check = torch.tensor(check, dtype=torch.bool)
-        self._k = torch.tensor(ks, dtype=torch.int64)
+        # checkpoint lengths (reference APGDAttack.__init__: n_iter_2, n_iter_min, size_decr)
+        self._k0 = max(int(0.22 * self.n_iter), 1)
         self._n_iter_min = max(int(0.06 * self.n_iter), 1)
         self._size_decr = max(int(0.03 * self.n_iter), 1)
 
@@ -150,7 +130,6 @@ class EngineAPGD(StepwiseAttack):
     def init(
         self, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor, seed: int, restart: int = 0
     ) -> PoolState:
-        n = x.shape[0]
         ids = ids.to("cpu", torch.int64)
         noise = linf_start_noise(ids, tuple(x.shape[1:]), seed, self.name, restart).to(x.device, x.dtype)
         return self.init_from(x, y, ids, (x + self.eps * torch.ones_like(x) * noise).clamp(0.0, 1.0), restart)
@@ -182,7 +161,7 @@ class EngineAPGD(StepwiseAttack):
                 "reduced_last": torch.ones(n, dtype=torch.float32, device=dev),
                 "lsteps": torch.zeros((n, self.n_iter), dtype=torch.float32, device=dev),
                 "counter": torch.zeros(n, dtype=torch.int64, device=dev),
-                "k": torch.full((n,), int(self._k[0]), dtype=torch.int64, device=dev),
+                "k": torch.full((n,), self._k0, dtype=torch.int64, device=dev),
                 "rank": torch.full((n,), rank, dtype=torch.int64, device=dev),
                 "target": torch.full((n,), -1 if self.targeted else 0, dtype=torch.int64, device=dev),
                 "nonfinite": torch.zeros(n, dtype=torch.bool, device=dev),
