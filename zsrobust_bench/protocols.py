@@ -42,6 +42,9 @@ class Protocol:
     prompt_set: str = "tecoa"
     precision: str = "fp32"
     seed: int = 0
+    # Which implementation runs APGD-CE/APGD-T: "engine" (slot pool) or "reference" (pyautoattack).
+    # Recorded in params(); not part of the fingerprint (it changes how, not what, is run).
+    attack_backend: str = "engine"
 
     def samples_for(self, dataset: str) -> int | None:
         return self.samples_by_dataset.get(dataset, self.samples)
@@ -59,6 +62,7 @@ class Protocol:
             "prompt_set": self.prompt_set,
             "precision": self.precision,
             "seed": self.seed,
+            "attack_backend": self.attack_backend,
         }
 
     def attack_steps(self) -> list[tuple[str, dict[str, Any]]]:
@@ -67,7 +71,8 @@ class Protocol:
 
     def fingerprint(self) -> str:
         """sha256 of name, version and every parameter (canonical JSON)."""
-        blob = json.dumps({"name": self.name, "version": self.version, **self.params()}, sort_keys=True)
+        params = {k: v for k, v in self.params().items() if k != "attack_backend"}
+        blob = json.dumps({"name": self.name, "version": self.version, **params}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -175,11 +180,25 @@ PROTOCOLS: dict[str, Protocol] = {
     ]
 }
 
+# "engine": attacks with a slot-pool implementation (PGD, APGD) run in the engine; "reference":
+# APGD through pyautoattack (FAB-T and Square always run through pyautoattack).
+ATTACK_BACKENDS = ("engine", "reference")
 TOP_LEVEL = ("eps", "norm", "samples", "prompt_set", "precision", "seed")
 NORMS = ("Linf", "L2")
 PRECISIONS = ("fp32", "bf16", "fp16")
 # Bare names that mean the same thing for PGD and for the pyautoattack attacks.
 ALIASES: dict[str, tuple[str, ...]] = {"steps": ("steps", "n_iter"), "restarts": ("restarts", "n_restarts")}
+
+
+def with_backend(protocol: Protocol, backend: str | None) -> Protocol:
+    """The protocol with APGD run by `backend` ("engine" or "reference"); None keeps the protocol's."""
+    if backend is None or backend == protocol.attack_backend:
+        return protocol
+    if backend not in ATTACK_BACKENDS:
+        raise ZSBenchError(
+            f"unknown attack backend {backend!r}", f"choose one of {', '.join(ATTACK_BACKENDS)}"
+        )
+    return dataclasses.replace(protocol, attack_backend=backend)
 
 
 def get_protocol(name: str) -> Protocol:

@@ -51,7 +51,18 @@ def dlr_targeted_per_sample(logits: torch.Tensor, y: torch.Tensor, target: torch
     )
 
 
-LOSSES = {"ce": ce_per_sample, "dlr-targeted": dlr_targeted_per_sample}
+def dlr_per_sample(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Untargeted DLR: -(z_y - max_{j!=y} z_j) / (z_(1) - z_(3) + 1e-12) (reference `dlr_loss`)."""
+    del target
+    z_sorted, ind_sorted = logits.sort(dim=1)
+    ind = (ind_sorted[:, -1] == y).float()
+    u = torch.arange(logits.shape[0], device=logits.device)
+    return -(logits[u, y] - z_sorted[:, -2] * ind - z_sorted[:, -1] * (1.0 - ind)) / (
+        z_sorted[:, -1] - z_sorted[:, -3] + 1e-12
+    )
+
+
+LOSSES = {"ce": ce_per_sample, "dlr": dlr_per_sample, "dlr-targeted": dlr_targeted_per_sample}
 
 
 def linf_start_noise(
@@ -66,7 +77,7 @@ def linf_start_noise(
 
 
 class EngineAPGD(StepwiseAttack):
-    """APGD (Linf) on CE (`apgd-ce`) or on targeted DLR over min(n_target_classes, C-1) targets (`apgd-t`)."""
+    """APGD (Linf) on CE (`apgd-ce`), DLR (`apgd-dlr`) or targeted DLR over n_target_classes targets (`apgd-t`)."""
 
     norm = "Linf"
 
@@ -90,6 +101,8 @@ class EngineAPGD(StepwiseAttack):
             raise ValueError(f"engine APGD loss must be one of {sorted(LOSSES)}, got {loss!r}")
         if loss == "dlr-targeted" and num_classes < 4:
             raise ValueError("the targeted DLR loss needs at least 4 classes")
+        if loss == "dlr" and num_classes < 3:
+            raise ValueError("the DLR loss needs at least 3 classes")
         if n_iter < 1 or n_restarts < 1 or eot_iter < 1 or n_target_classes < 1:
             raise ValueError("APGD needs n_iter, n_restarts, eot_iter and n_target_classes >= 1")
         self.loss_name = loss
@@ -103,7 +116,7 @@ class EngineAPGD(StepwiseAttack):
         self.targeted = loss == "dlr-targeted"
         self.n_target_classes = int(n_target_classes) if self.targeted else 1
         self.restarts = self.n_restarts * self.n_target_classes
-        self.name = name or ("apgd-t" if self.targeted else "apgd-ce")
+        self.name = name or {"ce": "apgd-ce", "dlr": "apgd-dlr", "dlr-targeted": "apgd-t"}[loss]
         # checkpoint lengths (reference APGDAttack.__init__: n_iter_2, n_iter_min, size_decr)
         self._k0 = max(int(0.22 * self.n_iter), 1)
         self._n_iter_min = max(int(0.06 * self.n_iter), 1)
