@@ -76,3 +76,68 @@ def engine_fare_aa(
     skipped = [r["requested"] for r in records if r.get("ran") is None]
     e = run_engine(task, [EpsAttacks(eps, attacks, skipped)], cfg, shard_size)
     return AARun(e.n, e.clean_correct, e.robust_correct)
+
+
+def compare_aa(
+    case: str,
+    tasks: list[Task],
+    eps: float,
+    batch_size: int,
+    seed: int,
+    shard_size: int,
+    repeats: int,
+    label: str,
+) -> dict:
+    """Reference and engine on the same tasks, interleaved (order alternating per repeat), medians of wall time."""
+    import statistics
+    import time
+
+    from zsrobust_bench.data.registry import get_dataset
+
+    cfg = EngineConfig(batch_size=batch_size, seed=seed)
+    times: dict[str, list[float]] = {"reference": [], "engine": []}
+    runs: dict[str, list[AARun]] = {"reference": [], "engine": []}
+    for rep in range(repeats):
+        tot = {"reference": 0.0, "engine": 0.0}
+        got: dict[str, list[AARun]] = {"reference": [], "engine": []}
+        for t in tasks:
+            c = get_dataset(t.name).num_classes
+            order = ["reference", "engine"] if rep % 2 == 0 else ["engine", "reference"]
+            for which in order:
+                t0 = time.perf_counter()
+                r = (
+                    reference_fare_aa(t, c, eps, batch_size, seed)
+                    if which == "reference"
+                    else engine_fare_aa(t, c, eps, cfg, shard_size)
+                )
+                tot[which] += time.perf_counter() - t0
+                got[which].append(r)
+                print(f"  [{t.name} repeat {rep + 1}] {which}: {r}", flush=True)
+        for w in tot:
+            times[w].append(tot[w])
+            runs[w] = got[w]
+    n = sum(r.n for r in runs["reference"])
+
+    def pct(w: str) -> float:
+        return round(100.0 * sum(r.robust_correct for r in runs[w]) / max(1, n), 2)
+
+    ref_s, eng_s = statistics.median(times["reference"]), statistics.median(times["engine"])
+    return {
+        "case": case,
+        "model": label,
+        "samples": n,
+        "eps": eps,
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "attacks": "apgd-ce x5 restarts + apgd-t (min(9, C-1) targets), 100 iterations",
+        "reference": "pyautoattack AutoAttack(version='custom', attacks=['apgd-ce','apgd-t'])",
+        "reference_s": round(ref_s, 3),
+        "engine_s": round(eng_s, 3),
+        "reference_s_all": [round(s, 3) for s in times["reference"]],
+        "engine_s_all": [round(s, 3) for s in times["engine"]],
+        "speedup": round(ref_s / eng_s, 3),
+        "reference_robust_acc": pct("reference"),
+        "engine_robust_acc": pct("engine"),
+        "reference_clean_acc": round(100.0 * sum(r.clean_correct for r in runs["reference"]) / max(1, n), 2),
+        "engine_clean_acc": round(100.0 * sum(r.clean_correct for r in runs["engine"]) / max(1, n), 2),
+    }

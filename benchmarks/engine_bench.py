@@ -9,6 +9,8 @@ Modes (each case ends with one JSON line):
            the model) over the measured fp32 matmul rate.
   memory   peak RSS of an engine run at two dataset sizes (separate processes): streaming means
            the second is not larger.
+  aa       fare-aa-style APGD-CE x5 + APGD-T: pyautoattack called as FARE calls it vs the engine
+           backend, whole process per dataset, interleaved, median of repeats (benchmarks/aa_cases.py).
   scaling  how time grows with samples, steps and model size (the numbers of benchmarks/RESULTS.md).
 
 Run from the repository root, e.g. `python benchmarks/engine_bench.py speed --case demo`.
@@ -452,6 +454,28 @@ def cmd_scaling(args: argparse.Namespace) -> None:
         )
 
 
+def cmd_aa(args: argparse.Namespace) -> None:
+    """fare-aa-style APGD-CE x5 + APGD-T: pyautoattack as FARE calls it vs the engine backend."""
+    from aa_cases import compare_aa
+
+    tasks, label = demo_tasks(args.samples, args.seed)
+    if args.datasets:
+        tasks = [t for t in tasks if t.name in args.datasets]
+    for eps_px in args.eps_px:
+        res = compare_aa(
+            f"demo-fare-aa-{eps_px:g}px",
+            tasks,
+            eps_px / 255,
+            args.batch_size,
+            args.seed,
+            args.shard_size,
+            args.repeats,
+            label,
+        )
+        res["machine"] = machine()
+        emit(res)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="mode", required=True)
@@ -477,7 +501,12 @@ def main(argv: list[str] | None = None) -> None:
     sc.add_argument("--sizes", type=int, nargs="+", default=[250, 500, 1000, 2000])
     sc.add_argument("--steps-list", type=int, nargs="+", default=[10, 30, 100])
     sc.add_argument("--repeats", type=int, default=1)
-    for q in (sp, fl, me, mc, sc):
+    aa = sub.add_parser("aa", help="fare-aa-style AutoAttack: pyautoattack vs engine APGD")
+    aa.add_argument("--samples", type=int, default=100, help="samples per synthetic dataset")
+    aa.add_argument("--datasets", nargs="+", default=None, help="synthetic datasets (default: all)")
+    aa.add_argument("--eps-px", type=float, nargs="+", default=[4.0], help="eps in 1/255 units")
+    aa.add_argument("--repeats", type=int, default=3)
+    for q in (sp, fl, me, mc, sc, aa):
         q.add_argument("--batch-size", type=int, default=64)
         q.add_argument("--shard-size", type=int, default=512)
         q.add_argument("--workers", type=int, default=0)
@@ -492,6 +521,7 @@ def main(argv: list[str] | None = None) -> None:
         "memory": cmd_memory,
         "memory-child": cmd_memory_child,
         "scaling": cmd_scaling,
+        "aa": cmd_aa,
     }[args.mode](args)
 
 
