@@ -110,9 +110,10 @@ def compare_aa(
                     if which == "reference"
                     else engine_fare_aa(t, c, eps, cfg, shard_size)
                 )
-                tot[which] += time.perf_counter() - t0
+                sec = time.perf_counter() - t0
+                tot[which] += sec
                 got[which].append(r)
-                print(f"  [{t.name} repeat {rep + 1}] {which}: {r}", flush=True)
+                print(f"  [{t.name} repeat {rep + 1}] {which}: {sec:.1f} s {r}", flush=True)
         for w in tot:
             times[w].append(tot[w])
             runs[w] = got[w]

@@ -329,7 +329,18 @@ def cmd_memory_child(args: argparse.Namespace) -> None:
         SyntheticTask(base.name.removeprefix("synth-"), "train", size=args.samples),
         np.arange(args.samples),
     )
-    _, plan = pgd_plan(4 / 255, args.steps, 1 / 255)
+    if args.attack == "pgd":
+        _, plan = pgd_plan(4 / 255, args.steps, 1 / 255)
+    else:  # the fare-aa-style engine schedule with `steps` iterations per run
+        from aa_cases import FARE_STEPS
+
+        from zsrobust_bench.attacks.registry import build_attacks
+        from zsrobust_bench.data.registry import get_dataset
+        from zsrobust_bench.engine import EpsAttacks
+
+        steps = [(name, {**p, "n_iter": args.steps}) for name, p in FARE_STEPS]
+        attacks, _ = build_attacks(steps, 4 / 255, get_dataset(base.name).num_classes, backend="engine")
+        plan = [EpsAttacks(4 / 255, attacks, [])]
     with tempfile.TemporaryDirectory() as d:
         files = {}
 
@@ -371,6 +382,8 @@ def cmd_memory(args: argparse.Namespace) -> None:
             str(n),
             "--steps",
             str(args.steps),
+            "--attack",
+            args.attack,
             "--batch-size",
             str(args.batch_size),
             "--shard-size",
@@ -392,6 +405,7 @@ def cmd_memory(args: argparse.Namespace) -> None:
             "peak_rss_mb": [r["peak_rss_mb"] for r in rows],
             "growth_mb": round(rows[-1]["peak_rss_mb"] - rows[0]["peak_rss_mb"], 1),
             "steps": args.steps,
+            "attack": args.attack,
             "batch_size": args.batch_size,
             "shard_size": args.shard_size,
             "model": rows[0]["model"],
@@ -496,6 +510,10 @@ def main(argv: list[str] | None = None) -> None:
     mc = sub.add_parser("memory-child")
     mc.add_argument("--samples", type=int, required=True)
     mc.add_argument("--steps", type=int, default=5)
+    for q in (me, mc):
+        q.add_argument(
+            "--attack", choices=["pgd", "fare-aa"], default="pgd", help="pgd or engine APGD-CE x5 + APGD-T"
+        )
     sc = sub.add_parser("scaling", help="time against samples, steps and model size")
     sc.add_argument("--dataset", default="synth-color")
     sc.add_argument("--sizes", type=int, nargs="+", default=[250, 500, 1000, 2000])
