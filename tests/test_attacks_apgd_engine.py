@@ -168,3 +168,28 @@ def test_demo_model_agrees_sample_by_sample(demo_model, dataset, eps_px):
             clf, attack, x[correct], y[correct], ids[correct], EngineConfig(batch_size=8)
         )
         assert torch.equal(ours, reference[correct]), name
+
+
+def test_backends_pick_the_implementation_and_are_recorded():
+    """aa-standard on the engine backend runs engine APGD-CE/APGD-T and pyautoattack FAB-T/Square; the
+    reference backend runs all four through pyautoattack; the backend is recorded in params but leaves
+    the fingerprint alone; an unknown backend fails with the known ones."""
+    from zsrobust_bench.attacks.autoattack import APGD, APGDTargeted, FABTargeted, Square
+    from zsrobust_bench.errors import ZSBenchError
+    from zsrobust_bench.evaluate import build_plan
+    from zsrobust_bench.protocols import get_protocol, with_backend
+
+    proto = get_protocol("aa-standard")
+    assert proto.attack_backend == "engine" and proto.params()["attack_backend"] == "engine"
+    engine_plan, records = build_plan(proto, 10)
+    assert [type(a) for a in engine_plan[0].attacks] == [EngineAPGD, EngineAPGD, FABTargeted, Square]
+    assert records["1/255"][1]["params"]["n_target_classes"] == 9
+    ref = with_backend(proto, "reference")
+    ref_plan, _ = build_plan(ref, 10)
+    assert [type(a) for a in ref_plan[0].attacks] == [APGD, APGDTargeted, FABTargeted, Square]
+    assert ref.params()["attack_backend"] == "reference" and ref.fingerprint() == proto.fingerprint()
+    with pytest.raises(ZSBenchError, match="engine, reference"):
+        with_backend(proto, "fast")
+    # three classes: APGD-T becomes untargeted APGD-DLR on both backends
+    small, _ = build_plan(proto, 3)
+    assert small[0].attacks[1].name == "apgd-dlr"
