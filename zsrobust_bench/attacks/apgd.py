@@ -80,6 +80,7 @@ class EngineAPGD(StepwiseAttack):
     """APGD (Linf) on CE (`apgd-ce`), DLR (`apgd-dlr`) or targeted DLR over n_target_classes targets (`apgd-t`)."""
 
     norm = "Linf"
+    compact_tail = True  # the slot pool steps only occupied rows once it is a quarter full (engine_pool)
 
     def __init__(
         self,
