@@ -9,6 +9,8 @@ Modes (each case ends with one JSON line):
            the model) over the measured fp32 matmul rate.
   memory   peak RSS of an engine run at two dataset sizes (separate processes): streaming means
            the second is not larger.
+  aa       fare-aa-style APGD-CE x5 + APGD-T: pyautoattack called as FARE calls it vs the engine
+           backend, whole process per dataset, interleaved, median of repeats (benchmarks/aa_cases.py).
   scaling  how time grows with samples, steps and model size (the numbers of benchmarks/RESULTS.md).
 
 Run from the repository root, e.g. `python benchmarks/engine_bench.py speed --case demo`.
@@ -327,7 +329,18 @@ def cmd_memory_child(args: argparse.Namespace) -> None:
         SyntheticTask(base.name.removeprefix("synth-"), "train", size=args.samples),
         np.arange(args.samples),
     )
-    _, plan = pgd_plan(4 / 255, args.steps, 1 / 255)
+    if args.attack == "pgd":
+        _, plan = pgd_plan(4 / 255, args.steps, 1 / 255)
+    else:  # the fare-aa-style engine schedule with `steps` iterations per run
+        from aa_cases import FARE_STEPS
+
+        from zsrobust_bench.attacks.registry import build_attacks
+        from zsrobust_bench.data.registry import get_dataset
+        from zsrobust_bench.engine import EpsAttacks
+
+        steps = [(name, {**p, "n_iter": args.steps}) for name, p in FARE_STEPS]
+        attacks, _ = build_attacks(steps, 4 / 255, get_dataset(base.name).num_classes, backend="engine")
+        plan = [EpsAttacks(4 / 255, attacks, [])]
     with tempfile.TemporaryDirectory() as d:
         files = {}
 
@@ -369,6 +382,8 @@ def cmd_memory(args: argparse.Namespace) -> None:
             str(n),
             "--steps",
             str(args.steps),
+            "--attack",
+            args.attack,
             "--batch-size",
             str(args.batch_size),
             "--shard-size",
@@ -390,6 +405,7 @@ def cmd_memory(args: argparse.Namespace) -> None:
             "peak_rss_mb": [r["peak_rss_mb"] for r in rows],
             "growth_mb": round(rows[-1]["peak_rss_mb"] - rows[0]["peak_rss_mb"], 1),
             "steps": args.steps,
+            "attack": args.attack,
             "batch_size": args.batch_size,
             "shard_size": args.shard_size,
             "model": rows[0]["model"],
@@ -452,6 +468,28 @@ def cmd_scaling(args: argparse.Namespace) -> None:
         )
 
 
+def cmd_aa(args: argparse.Namespace) -> None:
+    """fare-aa-style APGD-CE x5 + APGD-T: pyautoattack as FARE calls it vs the engine backend."""
+    from aa_cases import compare_aa
+
+    tasks, label = demo_tasks(args.samples, args.seed)
+    if args.datasets:
+        tasks = [t for t in tasks if t.name in args.datasets]
+    for eps_px in args.eps_px:
+        res = compare_aa(
+            f"demo-fare-aa-{eps_px:g}px",
+            tasks,
+            eps_px / 255,
+            args.batch_size,
+            args.seed,
+            args.shard_size,
+            args.repeats,
+            label,
+        )
+        res["machine"] = machine()
+        emit(res)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="mode", required=True)
@@ -472,12 +510,21 @@ def main(argv: list[str] | None = None) -> None:
     mc = sub.add_parser("memory-child")
     mc.add_argument("--samples", type=int, required=True)
     mc.add_argument("--steps", type=int, default=5)
+    for q in (me, mc):
+        q.add_argument(
+            "--attack", choices=["pgd", "fare-aa"], default="pgd", help="pgd or engine APGD-CE x5 + APGD-T"
+        )
     sc = sub.add_parser("scaling", help="time against samples, steps and model size")
     sc.add_argument("--dataset", default="synth-color")
     sc.add_argument("--sizes", type=int, nargs="+", default=[250, 500, 1000, 2000])
     sc.add_argument("--steps-list", type=int, nargs="+", default=[10, 30, 100])
     sc.add_argument("--repeats", type=int, default=1)
-    for q in (sp, fl, me, mc, sc):
+    aa = sub.add_parser("aa", help="fare-aa-style AutoAttack: pyautoattack vs engine APGD")
+    aa.add_argument("--samples", type=int, default=100, help="samples per synthetic dataset")
+    aa.add_argument("--datasets", nargs="+", default=None, help="synthetic datasets (default: all)")
+    aa.add_argument("--eps-px", type=float, nargs="+", default=[4.0], help="eps in 1/255 units")
+    aa.add_argument("--repeats", type=int, default=3)
+    for q in (sp, fl, me, mc, sc, aa):
         q.add_argument("--batch-size", type=int, default=64)
         q.add_argument("--shard-size", type=int, default=512)
         q.add_argument("--workers", type=int, default=0)
@@ -492,6 +539,7 @@ def main(argv: list[str] | None = None) -> None:
         "memory": cmd_memory,
         "memory-child": cmd_memory_child,
         "scaling": cmd_scaling,
+        "aa": cmd_aa,
     }[args.mode](args)
 
 

@@ -112,3 +112,16 @@ def test_impersonating_name_and_invisible_characters_are_refused(tmp_path: Path)
     card.write_text(card.read_text().replace(f"name: {name.upper()}", 'name: "Real\\u200b \\u202eone"'))
     found = _messages(subs)
     assert any("invisible characters U+200B, U+202E" in m for m in found), found
+
+
+def test_attack_backend_is_how_not_what_but_other_params_are_frozen(tmp_path: Path) -> None:
+    """A run whose APGD ran in pyautoattack ("reference") ranks with engine runs; a changed step does not."""
+    subs = _entry(tmp_path, "synthetic-pgd", SYNTH)
+    path = subs / "entry" / "results" / "synthetic-pgd.json"
+    doc = load_json(path)
+    doc["protocol"]["params"]["attack_backend"] = "reference"
+    dump_json(path, doc)
+    assert not _messages(subs)
+    doc["protocol"]["params"]["seed"] = 1
+    dump_json(path, doc)
+    assert any(m.startswith("protocol.params.seed: differs from frozen") for m in _messages(subs))

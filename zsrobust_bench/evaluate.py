@@ -31,7 +31,7 @@ from .engine import (
 from .errors import DataError, ZSBenchError
 from .fileio import atomic_write_json, atomic_write_text, run_lock, sha256_bytes, sha256_json
 from .models.loader import LoadedModel, load_model
-from .protocols import Protocol, apply_overrides, eps_label, get_protocol
+from .protocols import Protocol, apply_overrides, eps_label, get_protocol, with_backend
 from .provenance import now_iso, provenance
 from .sanity import attack_checks, consistency_checks, reach_checks
 from .zeroshot import build_classifier
@@ -72,7 +72,9 @@ def build_plan(
     all its parameters, or why it was skipped (e.g. targeted attacks with two classes)."""
     plan, records = [], {}
     for eps in sorted(protocol.eps):
-        attacks, recs = build_attacks(protocol.attack_steps(), eps, num_classes, norm=protocol.norm)
+        attacks, recs = build_attacks(
+            protocol.attack_steps(), eps, num_classes, norm=protocol.norm, backend=protocol.attack_backend
+        )
         plan.append(EpsAttacks(eps, attacks, [r["requested"] for r in recs if r.get("ran") is None]))
         records[eps_label(eps)] = recs
     return plan, records
@@ -120,10 +122,13 @@ def evaluate(
     loaded: LoadedModel | None = None,
     compile: bool = False,
     allow_custom_tokenizer: bool = False,
+    attack_backend: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model under a protocol; writes out/results.json and out/samples/*.jsonl and returns the results.
 
     Resumes: shards already written under out/shards/ with the same configuration are reused.
+    `attack_backend` ("engine" or "reference") replaces the protocol's APGD implementation; it is
+    recorded in the protocol params and does not make the run custom.
     """
     out = Path(out)
     base = get_protocol(protocol)
@@ -131,6 +136,7 @@ def evaluate(
     if seed is not None:
         ov["seed"] = seed
     proto, custom = apply_overrides(base, ov)
+    proto = with_backend(proto, attack_backend)
     if indices is not None:
         custom = True
     reach = reach_checks(build_plan(proto, REACH_CHECK_CLASSES)[1])

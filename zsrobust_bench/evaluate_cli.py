@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ZSBenchError
-from .protocols import parse_eps
+from .protocols import ATTACK_BACKENDS, parse_eps
 from .report import format_results_table
 
 
@@ -110,6 +110,13 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="torch.compile the image tower (worth it on CUDA for long runs; the first batch pays the compile time)",
     )
+    p.add_argument(
+        "--attack-backend",
+        choices=ATTACK_BACKENDS,
+        default=None,
+        help="APGD-CE/APGD-T implementation: engine (slot pool, per-sample early exit) or reference "
+        "(pyautoattack batches); default: the protocol's (engine). FAB-T and Square always run pyautoattack",
+    )
     p.add_argument("--json", action="store_true", help="print results.json to stdout instead of a table")
     p.set_defaults(func=_cmd)
 
@@ -151,6 +158,7 @@ def _cmd(args: argparse.Namespace) -> int:
         compile=args.compile,
         allow_custom_tokenizer=args.allow_custom_tokenizer,
         overrides=overrides_from_args(args),
+        attack_backend=args.attack_backend,
     )
     if not results:  # non-zero rank under torchrun
         return 0

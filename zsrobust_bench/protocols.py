@@ -65,6 +65,9 @@ class Protocol:
     clean_on: str | None = None  # None: "evaluated"; "split": clean accuracy on the whole split
     clean_on_by_dataset: dict[str, str] = field(default_factory=dict)
     datasets: tuple[str, ...] = ()  # the suite's members when this version was frozen (recorded)
+    # Which implementation runs APGD-CE/APGD-T: "engine" (slot pool) or "reference" (pyautoattack).
+    # Recorded in params(); not part of the fingerprint (it changes how, not what, is run).
+    attack_backend: str = "engine"
 
     def __post_init__(self) -> None:
         if self.selection is not None and self.selection not in SELECTIONS:
@@ -99,6 +102,7 @@ class Protocol:
             "prompt_set": self.prompt_set,
             "precision": self.precision,
             "seed": self.seed,
+            "attack_backend": self.attack_backend,
         }
         if self.preprocess is not None:
             out["preprocess"] = self.preprocess.as_dict()
@@ -117,7 +121,8 @@ class Protocol:
 
     def fingerprint(self) -> str:
         """sha256 of name, version and every parameter (canonical JSON)."""
-        blob = json.dumps({"name": self.name, "version": self.version, **self.params()}, sort_keys=True)
+        params = {k: v for k, v in self.params().items() if k != "attack_backend"}
+        blob = json.dumps({"name": self.name, "version": self.version, **params}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -325,11 +330,25 @@ SUPERSEDED: tuple[Protocol, ...] = (
     ),
 )
 
+# "engine": attacks with a slot-pool implementation (PGD, APGD) run in the engine; "reference":
+# APGD through pyautoattack (FAB-T and Square always run through pyautoattack).
+ATTACK_BACKENDS = ("engine", "reference")
 TOP_LEVEL = ("eps", "norm", "samples", "prompt_set", "precision", "seed")
 NORMS = ("Linf", "L2")
 PRECISIONS = ("fp32", "bf16", "fp16")
 # Bare names that mean the same thing for PGD and for the pyautoattack attacks.
 ALIASES: dict[str, tuple[str, ...]] = {"steps": ("steps", "n_iter"), "restarts": ("restarts", "n_restarts")}
+
+
+def with_backend(protocol: Protocol, backend: str | None) -> Protocol:
+    """The protocol with APGD run by `backend` ("engine" or "reference"); None keeps the protocol's."""
+    if backend is None or backend == protocol.attack_backend:
+        return protocol
+    if backend not in ATTACK_BACKENDS:
+        raise ZSBenchError(
+            f"unknown attack backend {backend!r}", f"choose one of {', '.join(ATTACK_BACKENDS)}"
+        )
+    return dataclasses.replace(protocol, attack_backend=backend)
 
 
 def get_protocol(name: str, version: int | None = None) -> Protocol:

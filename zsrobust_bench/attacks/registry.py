@@ -7,11 +7,14 @@ run plus one record per requested attack (what ran, with every parameter, or why
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .autoattack import APGD, APGDTargeted, FABTargeted, Square
+from ..protocols import ATTACK_BACKENDS
+from .apgd import EngineAPGD
+from .autoattack import APGD, APGDTargeted, FABTargeted, Square, n_targets
 from .base import Attack
 from .pgd import PGD
 
@@ -27,6 +30,7 @@ class AttackInfo:
     params: tuple[str, ...] | None  # None: not declared (not validated)
     min_classes: int
     description: str
+    engine: Builder | None = None  # builder of the engine (slot-pool) implementation, where one exists
 
 
 _ATTACKS: dict[str, AttackInfo] = {}
@@ -69,8 +73,29 @@ def skip_reason(name: str, num_classes: int) -> str | None:
     return None
 
 
-def build_attack(name: str, eps: float, num_classes: int, **params: Any) -> Attack | None:
-    """Build attack `name` at `eps`; returns None when it does not apply (e.g. targeted with C <= 2)."""
+def register_engine(name: str) -> Callable[[Builder], Builder]:
+    """Decorator registering the engine implementation of an already registered attack."""
+
+    def deco(fn: Builder) -> Builder:
+        info = attack_info(name)
+        if info.engine is not None:
+            raise ValueError(f"engine implementation of {name!r} registered twice")
+        _ATTACKS[name] = dataclasses.replace(info, engine=fn)
+        return fn
+
+    return deco
+
+
+def build_attack(
+    name: str, eps: float, num_classes: int, backend: str = "reference", **params: Any
+) -> Attack | None:
+    """Build attack `name` at `eps`; returns None when it does not apply (e.g. targeted with C <= 2).
+
+    `backend="engine"` picks the engine implementation where one is registered (APGD-CE, APGD-T);
+    other attacks have only their reference implementation.
+    """
+    if backend not in ATTACK_BACKENDS:
+        raise ValueError(f"unknown attack backend {backend!r}; known: {list(ATTACK_BACKENDS)}")
     info = attack_info(name)
     if num_classes < 2:
         raise ValueError(f"a classification dataset needs at least 2 classes, got {num_classes}")
@@ -80,11 +105,16 @@ def build_attack(name: str, eps: float, num_classes: int, **params: Any) -> Atta
             raise ValueError(f"attack {name!r} has no parameter(s) {unknown}; it accepts {list(info.params)}")
     if skip_reason(name, num_classes) is not None:
         return None
-    return info.builder(eps=eps, num_classes=num_classes, **params)
+    builder = info.engine if backend == "engine" and info.engine is not None else info.builder
+    return builder(eps=eps, num_classes=num_classes, **params)
 
 
 def build_attacks(
-    steps: Sequence[tuple[str, Mapping[str, Any]]], eps: float, num_classes: int, norm: str = "Linf"
+    steps: Sequence[tuple[str, Mapping[str, Any]]],
+    eps: float,
+    num_classes: int,
+    norm: str = "Linf",
+    backend: str = "reference",
 ) -> tuple[list[Attack], list[dict[str, Any]]]:
     """Build a protocol's attack sequence for one dataset and eps.
 
@@ -94,7 +124,7 @@ def build_attacks(
     attacks: list[Attack] = []
     records: list[dict[str, Any]] = []
     for name, params in steps:
-        attack = build_attack(name, eps, num_classes, norm=norm, **dict(params))
+        attack = build_attack(name, eps, num_classes, backend=backend, norm=norm, **dict(params))
         if attack is None:
             reason = skip_reason(name, num_classes) or f"{name} does not apply"
             records.append({"requested": name, "ran": None, "skipped": reason})
@@ -172,3 +202,29 @@ def _fab_t(eps: float, num_classes: int, **p: Any) -> Attack:
 )
 def _square(eps: float, num_classes: int, **p: Any) -> Attack:
     return Square(eps, num_classes, **p)
+
+
+def _engine_apgd_ce(eps: float, num_classes: int, **p: Any) -> Attack:
+    """Engine APGD-CE (same parameters and outcome rule as the reference)."""
+    return EngineAPGD(eps, num_classes, loss="ce", **p)
+
+
+def _engine_apgd_t(eps: float, num_classes: int, **p: Any) -> Attack:
+    """Engine APGD-T over min(n_target_classes, C-1) targets; untargeted APGD-DLR with 3 classes, as the reference."""
+    if num_classes == 3:
+        p.pop("n_target_classes", None)
+        return EngineAPGD(eps, num_classes, loss="dlr", **p)
+    requested = int(p.pop("n_target_classes", 9))
+    return EngineAPGD(
+        eps, num_classes, loss="dlr-targeted", n_target_classes=n_targets(requested, num_classes), **p
+    )
+
+
+def _engine_apgd_dlr(eps: float, num_classes: int, **p: Any) -> Attack:
+    """Engine APGD on the untargeted DLR loss."""
+    return EngineAPGD(eps, num_classes, loss="dlr", **p)
+
+
+register_engine("apgd-ce")(_engine_apgd_ce)
+register_engine("apgd-dlr")(_engine_apgd_dlr)
+register_engine("apgd-t")(_engine_apgd_t)

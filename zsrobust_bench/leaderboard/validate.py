@@ -20,6 +20,9 @@ from .scores import scores_from_reported
 
 EVALUATED_TOL = 0.01  # percentage points: two-decimal rounding of both the parts and the mean
 
+# Recorded parameters that choose how an attack runs, not what it computes (protocols.fingerprint drops them).
+HOW_NOT_WHAT = frozenset({"attack_backend"})
+
 
 def _decimals(x: float) -> int:
     text = repr(float(x))
@@ -163,6 +166,8 @@ def protocol_problems(rf: ResultsFile) -> tuple[ProtocolInfo | None, list[Proble
             )
         if info.params is not None and not proto.get("custom"):
             for key in sorted(set(info.params) | set(proto["params"])):
+                if key in HOW_NOT_WHAT:
+                    continue
                 if key in info.params and proto["params"].get(key) != info.params[key]:
                     problems.append(
                         Problem(
