@@ -1,5 +1,6 @@
 """The training loop: TeCoA finetuning / visual prompting (and the clean and one-hot baselines), FARE
-(unsupervised embedding-space adversarial finetuning) and CLIP-style contrastive training, with DDP, AMP on CUDA, exact resume, logging and validation.
+(unsupervised embedding-space adversarial finetuning) and CLIP-style contrastive training, with DDP,
+AMP on CUDA, exact resume, logging and validation.
 
 Every random choice is a pure function of (seed, step): batch composition, PGD random starts and
 captions are drawn for the whole global batch and sliced per process, so a run gives the same
@@ -13,7 +14,7 @@ import copy
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,7 +188,12 @@ def _batches(run: Run, start: int) -> Iterator[tuple[int, torch.Tensor, torch.Te
 
 
 def _inner_attack(
-    run: Run, step: int, x: torch.Tensor, target: torch.Tensor, fn: Any, loss_fn: Any
+    run: Run,
+    step: int,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
     """The configured PGD on `loss_fn(fn(x + delta), target)` (x itself when the attack is off)."""
     cfg, dev = run.cfg, run.dist.device
