@@ -1,5 +1,6 @@
 """A 2-process gloo run (torchrun) gives the same weights as a 1-process run at the same global batch,
-for TeCoA training (PGD inner attack) and for contrastive training (features gathered over processes)."""
+for TeCoA and FARE training (PGD inner attack) and for contrastive training (features gathered over
+processes)."""
 
 from __future__ import annotations
 
@@ -38,12 +39,14 @@ def _config(tmp: Path, method: str) -> Path:
         "schedule": {"warmup": 1},
         "export": {"tecoa_dict": False},
     }
-    if method == "tecoa":
+    if method in ("tecoa", "fare"):
         cfg.update(
             trainable="full",
             data={"kind": "synthetic", "task": "color", "size": 64, "workers": 1},
             attack={"eps": "4/255", "steps": 2, "step_size": "2/255"},
         )
+        if method == "fare":  # FARE's inner attack: momentum, unclamped random start
+            cfg["attack"].update(momentum=0.9, clamp_start=False)
     else:
         cfg.update(
             trainable="all",
@@ -61,7 +64,7 @@ def _run(args: list[str], tmp: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
-@pytest.mark.parametrize("method", ["tecoa", "contrastive"])
+@pytest.mark.parametrize("method", ["tecoa", "fare", "contrastive"])
 def test_two_process_gloo_matches_one_process(tmp_path: Path, method: str) -> None:
     cfg = _config(tmp_path, method)
     _run([sys.executable, "-m", "zsrobust_bench.train", str(cfg), "--out", str(tmp_path / "one")], tmp_path)

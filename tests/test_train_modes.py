@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from zsrobust_bench.train import train
-from zsrobust_bench.train.modules import load_base
+from zsrobust_bench.train.modules import load_base, openai_parameter_order
 
 TINY_ARCH = {
     "embed_dim": 32,
@@ -87,3 +87,24 @@ def test_pseudo_labels_are_the_frozen_models_predictions(tmp_path: Path) -> None
     _, _, out2 = _run(tmp_path / "true", steps=1)
     rec2 = json.loads((out2 / "log.jsonl").read_text().splitlines()[0])
     assert rec2["clean_acc"] < 60.0
+
+
+def test_last_params_trains_the_last_parameter_tensors_in_openai_order(tmp_path: Path) -> None:
+    # TeCoA's --last_num_ft N: the last N tensors of OpenAI CLIP's list(model.visual.parameters()),
+    # whose blocks register attn, ln_1, mlp, ln_2 (open_clip: ln_1, attn, ln_2, mlp), and whose
+    # own tensors (class_embedding, positional_embedding, proj) come first.
+    init, state, _ = _run(tmp_path, trainable="last-params", partial_params=3)
+    assert _moved(init, state) == {
+        "visual.transformer.resblocks.1.ln_2.bias",
+        "visual.ln_post.weight",
+        "visual.ln_post.bias",
+    }
+    visual = load_base(
+        {"arch": "zsbench-test-tiny2", "arch_config": TINY_ARCH, "pretrained": None}, seed=2
+    ).model.visual
+    order = openai_parameter_order(visual)
+    assert order[:4] == ["class_embedding", "positional_embedding", "proj", "conv1.weight"]
+    assert order[-8:-4] == [
+        f"transformer.resblocks.1.mlp.c_{m}" for m in ("fc.weight", "fc.bias", "proj.weight", "proj.bias")
+    ]
+    assert sorted(order) == sorted(n for n, _ in visual.named_parameters())

@@ -3,6 +3,7 @@ uninterrupted run; resumable state loads with weights_only=True; mismatched resu
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -96,7 +97,7 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path: Path) -> None:
     # The log has one record per step, none duplicated by the replayed steps.
     steps = [
         r["step"]
-        for r in map(__import__("json").loads, (killed / "log.jsonl").read_text().splitlines())
+        for r in map(json.loads, (killed / "log.jsonl").read_text().splitlines())
         if r["kind"] == "train"
     ]
     assert steps == list(range(1, STEPS + 1))
@@ -117,3 +118,38 @@ def test_existing_run_needs_resume_and_same_config(tmp_path: Path, monkeypatch: 
             tmp_path / "run",
             resume=True,
         )
+
+
+class _Stop(Exception):
+    """Raised right after a checkpoint to interrupt a run in-process."""
+
+
+def test_resumed_log_equals_uninterrupted_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Checkpoints every 4 steps, logs every 3: the step-6 record averages steps 4..6, and the
+    # interruption at step 4 falls inside that window; its sums travel in the training state.
+    from zsrobust_bench.train import load_config, train, trainer
+
+    over = ["steps=9", "checkpoint_every=4", "log_every=3", "validation.datasets=[]", "attack.steps=1"]
+    cfg = load_config(str(_config(tmp_path)), over)
+    train(cfg, tmp_path / "full")
+
+    real = trainer._checkpoint
+
+    def stop_after(run, opt, scaler, step, *rest):  # noqa: ANN001, ANN002
+        real(run, opt, scaler, step, *rest)
+        if step == 4:
+            raise _Stop
+
+    monkeypatch.setattr(trainer, "_checkpoint", stop_after)
+    with pytest.raises(_Stop):
+        train(cfg, tmp_path / "cut")
+    monkeypatch.setattr(trainer, "_checkpoint", real)
+    train(cfg, tmp_path / "cut", resume=True)
+
+    def records(run: str) -> list[dict]:
+        lines = (tmp_path / run / "log.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(x).items() if k != "elapsed_s"} for x in lines]
+
+    full, cut = records("full"), records("cut")
+    assert [r["step"] for r in full] == [3, 6, 9]
+    assert cut == full

@@ -54,5 +54,24 @@ def save_native(
     info = {"arch": arch, "arch_config": arch_config, "kind": kind, "pretrained": pretrained, **(extra or {})}
     meta = {"zsbench_format": "1", "zsbench_model": json.dumps(info, sort_keys=True)}
     path = Path(path)
-    atomic_write_bytes(path, st_save(tensors, metadata=meta))
+    atomic_write_bytes(path, canonical_safetensors(st_save(tensors, metadata=meta)))
     return path
+
+
+def canonical_safetensors(blob: bytes) -> bytes:
+    """The same safetensors file with its `__metadata__` keys in sorted order.
+
+    The safetensors writer keeps metadata in a hash map whose iteration order changes from process
+    to process, so two exports of the same weights could differ in their header bytes; sorting the
+    keys makes an export a pure function of its content (same header length, same padding).
+    """
+    n = int.from_bytes(blob[:8], "little")
+    raw = blob[8 : 8 + n]
+    header = json.loads(raw)
+    meta = header.pop("__metadata__", None)
+    canon = {} if meta is None else {"__metadata__": dict(sorted(meta.items()))}
+    canon.update(header)
+    text = json.dumps(canon, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) != len(raw.rstrip(b" ")):
+        raise ValueError("safetensors header did not round-trip through JSON; refusing to rewrite it")
+    return blob[:8] + text.ljust(n, b" ") + blob[8 + n :]

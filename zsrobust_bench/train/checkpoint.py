@@ -19,7 +19,7 @@ from ..models.prompters import PromptedVisual
 from .modules import BaseModel
 
 TRAIN_STATE = "train-state.pt"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: adds log_window (the logging window sums, for resume-exact logs)
 
 
 def rng_state() -> dict[str, Any]:

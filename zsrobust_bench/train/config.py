@@ -16,15 +16,16 @@ from ..errors import ZSBenchError
 DEFAULTS: dict[str, Any] = {
     "name": None,
     "description": "",
-    "method": "tecoa",  # tecoa | contrastive
+    "method": "tecoa",  # tecoa | fare (unsupervised embedding loss) | contrastive
     "seed": 0,
     "model": {
         "arch": None,  # open_clip name (ViT-B-32) or null with arch_config
         "arch_config": None,  # open_clip config dict for a model built from scratch
         "pretrained": None,  # open_clip tag (openai), a checkpoint path, "demo" (shipped tiny CLIP) or null
     },
-    "trainable": "full",  # full | partial | linear-probe | prompt | all (contrastive)
-    "partial_blocks": 1,
+    "trainable": "full",  # full | partial | last-params | linear-probe | prompt | all (contrastive)
+    "partial_blocks": 1,  # partial: the last N transformer blocks (+ ln_post, proj)
+    "partial_params": 1,  # last-params: the last N parameter tensors of the tower (TeCoA --last_num_ft)
     "prompt": {"pad": 0, "tokens": 0, "init_std": 1.0},
     "head": "text",  # text (TeCoA: 100*cos to frozen text embeddings) | onehot (standard AT baseline)
     "labels": "true",  # true | pseudo (zero-shot predictions of the frozen original model)
@@ -34,15 +35,34 @@ DEFAULTS: dict[str, Any] = {
         "size": 20000,  # synthetic images pre-rendered once
         "root": None,  # imagefolder: folder with one sub-folder per class (ImageNet train)
         "dataset": None,  # registry name whose class names label the imagefolder classes
-        "image_size": 224,  # imagefolder: resize(256/224*size) + centre crop(size)
+        "image_size": 224,  # imagefolder: resize(short side) + centre crop(size)
+        "resize": None,  # imagefolder short side; null: round(256/224 * image_size)
+        "interpolation": "bicubic",  # imagefolder resize: bicubic | bilinear
         "workers": 4,
     },
     "text": {
         "prompt_set": "tecoa",
         "templates": None,
     },  # templates override, e.g. ["This is a photo of a {}"]
-    "attack": {"eps": 0.0, "steps": 0, "step_size": 0.0, "random_start": True},
-    "optimizer": {"name": "sgd", "lr": 1e-5, "momentum": 0.9, "weight_decay": 0.0, "betas": [0.9, 0.999]},
+    # momentum: 0 = plain sign-gradient PGD; > 0 = FARE's momentum step (train/attack.py);
+    # clamp_start: clip x + random start into [0,1] before the first gradient (FARE does not)
+    "attack": {
+        "eps": 0.0,
+        "steps": 0,
+        "step_size": 0.0,
+        "random_start": True,
+        "momentum": 0.0,
+        "clamp_start": True,
+    },
+    # decay: "matrices" (weight decay on >= 2-d weights only) | "all" (every parameter, as FARE/TeCoA do)
+    "optimizer": {
+        "name": "sgd",
+        "lr": 1e-5,
+        "momentum": 0.9,
+        "weight_decay": 0.0,
+        "betas": [0.9, 0.999],
+        "decay": "matrices",
+    },
     "schedule": {"warmup": 0, "kind": "cosine"},  # cosine | constant
     "batch_size": 128,  # global batch over all processes
     "steps": None,  # total optimizer steps (or epochs)
@@ -182,8 +202,8 @@ def resolve_config(raw: dict[str, Any], overrides: dict[str, Any] | None = None)
                 cfg[sect][k] = number(cfg[sect][k], f"{sect}.{k}")
     cfg["optimizer"]["lr"] = number(cfg["optimizer"]["lr"], "optimizer.lr")
     choices = {
-        "method": ("tecoa", "contrastive"),
-        "trainable": ("full", "partial", "linear-probe", "prompt", "all"),
+        "method": ("tecoa", "fare", "contrastive"),
+        "trainable": ("full", "partial", "last-params", "linear-probe", "prompt", "all"),
         "head": ("text", "onehot"),
         "labels": ("true", "pseudo"),
     }
@@ -193,6 +213,18 @@ def resolve_config(raw: dict[str, Any], overrides: dict[str, Any] | None = None)
     cfg["labels"] = str(cfg["labels"])
     if cfg["optimizer"]["name"] not in ("sgd", "adamw"):
         raise ZSBenchError(f"optimizer.name={cfg['optimizer']['name']!r} is not one of sgd, adamw")
+    if cfg["optimizer"]["decay"] not in ("matrices", "all"):
+        raise ZSBenchError(f"optimizer.decay={cfg['optimizer']['decay']!r} is not one of matrices, all")
+    if cfg["data"]["interpolation"] not in ("bicubic", "bilinear"):
+        raise ZSBenchError(
+            f"data.interpolation={cfg['data']['interpolation']!r} is not one of bicubic, bilinear"
+        )
+    if not 0 <= float(cfg["attack"]["momentum"]) < 1:
+        raise ZSBenchError(f"attack.momentum={cfg['attack']['momentum']!r} must be in [0, 1)")
+    if cfg["method"] == "fare" and cfg["head"] != "text":
+        raise ZSBenchError(
+            "method fare trains without labels; its text head only logs accuracy: use head=text"
+        )
     if (cfg["steps"] is None) == (cfg["epochs"] is None):
         raise ZSBenchError("set exactly one of steps and epochs in the training config")
     if cfg["contrastive"]["positives"] not in ("diagonal", "matching"):

@@ -137,9 +137,12 @@ class StepSampler(Sampler[list[int]]):
 
 
 class ImageFolderTrain(Dataset):
-    """torchvision ImageFolder as [0,1] tensors, TeCoA's preprocessing: resize then centre crop, no augmentation."""
+    """torchvision ImageFolder as [0,1] tensors: resize the short side, centre crop, no augmentation
+    (TeCoA: Resize(256) bilinear + CenterCrop(224); FARE: open_clip's Resize(224) bicubic + CenterCrop(224))."""
 
-    def __init__(self, root: str | Path, image_size: int) -> None:
+    def __init__(
+        self, root: str | Path, image_size: int, resize: int | None = None, interpolation: str = "bicubic"
+    ) -> None:
         from torchvision import datasets, transforms
 
         root = Path(root)
@@ -148,10 +151,11 @@ class ImageFolderTrain(Dataset):
                 f"training data folder {root} does not exist",
                 "set data.root to an ImageFolder tree (ImageNet train)",
             )
-        resize = int(round(image_size * 256 / 224))
+        resize = int(round(image_size * 256 / 224)) if resize is None else int(resize)
+        mode = transforms.InterpolationMode(interpolation)
         tf = transforms.Compose(
             [
-                transforms.Resize(resize, interpolation=transforms.InterpolationMode.BICUBIC),
+                transforms.Resize(resize, interpolation=mode),
                 transforms.CenterCrop(image_size),
                 transforms.ToTensor(),
             ]

@@ -126,8 +126,44 @@ def make_prompted(
     return PromptedVisual(visual, pad, tok)
 
 
-def select_trainable(tower: nn.Module, mode: str, partial_blocks: int) -> list[str]:
-    """Freeze everything in the image tower except what `mode` trains; returns the trainable names."""
+# Registration order of OpenAI CLIP's VisionTransformer (R-TeCoA replace/model.py:170-224, the `clip`
+# package TeCoA runs): the tower's own tensors first (class_embedding, positional_embedding, proj),
+# then conv1, ln_pre, the blocks (attn, ln_1, mlp, ln_2 each), ln_post. open_clip registers a block's
+# ln_1 before attn and ln_2 before mlp, so its parameters() order differs from TeCoA's.
+_OPENAI_TOP = {
+    "class_embedding": 0,
+    "positional_embedding": 1,
+    "proj": 2,
+    "conv1": 3,
+    "ln_pre": 4,
+    "ln_post": 6,
+}
+_OPENAI_BLOCK = {"attn": 0, "ln_1": 1, "mlp": 2, "ln_2": 3}
+
+
+def openai_parameter_order(visual: nn.Module) -> list[str]:
+    """The tower's parameter names in the order OpenAI CLIP's `model.visual.parameters()` yields them."""
+    vit_width(visual)
+
+    def key(name: str) -> tuple[int, int, int]:
+        parts = name.split(".")
+        if parts[0] == "transformer" and parts[1] == "resblocks" and parts[3] in _OPENAI_BLOCK:
+            return (5, int(parts[2]), _OPENAI_BLOCK[parts[3]])
+        if parts[0] in _OPENAI_TOP:
+            return (_OPENAI_TOP[parts[0]], 0, 0)
+        raise ZSBenchError(f"image tower parameter {name!r} has no place in OpenAI CLIP's parameter order")
+
+    names = [n for n, _ in visual.named_parameters()]
+    return sorted(names, key=key)  # stable: within a module, open_clip and OpenAI agree
+
+
+def select_trainable(tower: nn.Module, mode: str, partial_blocks: int, partial_params: int = 1) -> list[str]:
+    """Freeze everything in the image tower except what `mode` trains; returns the trainable names.
+
+    `last-params` trains the last `partial_params` parameter tensors of the tower in OpenAI CLIP's
+    registration order, TeCoA's `--last_num_ft N` (R-TeCoA finetuning.py:251:
+    list(model.module.visual.parameters())[-N:]).
+    """
     visual = tower.visual if isinstance(tower, PromptedVisual) else tower
     for p in tower.parameters():
         p.requires_grad_(False)
@@ -151,6 +187,13 @@ def select_trainable(tower: nn.Module, mode: str, partial_blocks: int) -> list[s
                 p.requires_grad_(True)
         if visual.proj is not None:
             visual.proj.requires_grad_(True)
+    elif mode == "last-params":
+        ordered = openai_parameter_order(visual)
+        if not 0 < partial_params <= len(ordered):
+            raise ZSBenchError(f"partial_params={partial_params} outside 1..{len(ordered)}")
+        params = dict(visual.named_parameters())
+        for name in ordered[-partial_params:]:
+            params[name].requires_grad_(True)
     elif mode == "linear-probe":
         if getattr(visual, "proj", None) is None:
             raise ZSBenchError("linear-probe trains the ViT image projection `proj`, which this tower lacks")
@@ -194,13 +237,18 @@ class ImageClassifier(nn.Module):
         )
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The unnormalised image embedding (FARE's phi(x), `output_normalize=False`)."""
         return self.tower(self.pre(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.embed(x)
+    def head(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits of embeddings: the one-hot linear head or 100 * cos to the class text embeddings."""
         if self.linear is not None:
             return self.linear(z.float())
         return LOGIT_SCALE * F.normalize(z.float(), dim=-1) @ self.text_emb.t()
+
+    def forward(self, x: torch.Tensor, features: bool = False) -> torch.Tensor:
+        z = self.embed(x)
+        return z if features else self.head(z)
 
 
 @torch.no_grad()

@@ -22,14 +22,15 @@ def lr_at(step: int, base_lr: float, total: int, warmup: int, kind: str = "cosin
 
 
 def param_groups(
-    named: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: float
+    named: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: float, decay_all: bool = False
 ) -> list[dict[str, Any]]:
-    """Weight decay on matrices only (not on gains, biases, embeddings, prompts, logit scale)."""
+    """Weight decay on matrices only (not on gains, biases, embeddings, prompts, logit scale), or on
+    every parameter with `decay_all` (what FARE's and TeCoA's optimizers do)."""
     decay, no_decay = [], []
     for name, p in named:
         if not p.requires_grad:
             continue
-        skip = (
+        skip = not decay_all and (
             p.ndim < 2
             or "embedding" in name
             or "prompt" in name
@@ -47,7 +48,7 @@ def build_optimizer(
     named: Iterable[tuple[str, torch.nn.Parameter]], cfg: dict[str, Any]
 ) -> torch.optim.Optimizer:
     """SGD (momentum) or AdamW over the trainable parameters, as the config says."""
-    groups = param_groups(named, float(cfg["weight_decay"]))
+    groups = param_groups(named, float(cfg["weight_decay"]), cfg["decay"] == "all")
     if not groups:
         raise ValueError("no trainable parameters")
     if cfg["name"] == "sgd":

@@ -1,5 +1,6 @@
-"""The training loop: TeCoA finetuning / visual prompting (and the clean and one-hot baselines) and
-CLIP-style contrastive training, with DDP, AMP on CUDA, exact resume, logging and validation.
+"""The training loop: TeCoA finetuning / visual prompting (and the clean and one-hot baselines), FARE
+(unsupervised embedding-space adversarial finetuning) and CLIP-style contrastive training, with DDP,
+AMP on CUDA, exact resume, logging and validation.
 
 Every random choice is a pure function of (seed, step): batch composition, PGD random starts and
 captions are drawn for the whole global batch and sliced per process, so a run gives the same
@@ -13,7 +14,7 @@ import copy
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..errors import ZSBenchError
 from ..fileio import atomic_write_json, atomic_write_text, run_lock, sha256_json
-from .attack import global_uniform, pgd_linf
+from .attack import ce_sum, global_uniform, pgd_linf, sq_l2_sum
 from .captions import CaptionSampler, matches, vocabulary_token_ids
 from .checkpoint import (
     TRAIN_STATE,
@@ -67,7 +68,7 @@ class Run:
     pre: Preprocess
     plan: BatchPlan
     total_steps: int
-    original: nn.Module | None = None  # frozen original classifier (pseudo labels)
+    original: ImageClassifier | None = None  # frozen original classifier (pseudo labels, FARE's phi_orig)
     classnames: list[str] = field(default_factory=list)
     templates: list[str] = field(default_factory=list)
     images: torch.Tensor | None = None  # pre-rendered uint8 synthetic images
@@ -114,7 +115,9 @@ def _setup(cfg: dict[str, Any], out: Path, dist: DistInfo) -> Run:
         if data["kind"] == "synthetic":
             labels = attrs[:, TASK_ORDER.index(data["task"])]
     elif data["kind"] == "imagefolder":
-        folder = ImageFolderTrain(data["root"], int(data["image_size"]))
+        folder = ImageFolderTrain(
+            data["root"], int(data["image_size"]), data["resize"], data["interpolation"]
+        )
         n = len(folder)
     else:
         raise ZSBenchError(
@@ -151,12 +154,12 @@ def _setup(cfg: dict[str, Any], out: Path, dist: DistInfo) -> Run:
         )
     text_emb = text_embeddings(model, base.tokenizer, classnames, templates, dist.device)
     original = None
-    if cfg["labels"] == "pseudo":
+    if cfg["labels"] == "pseudo" or cfg["method"] == "fare":
         original = ImageClassifier(copy.deepcopy(model.visual), pre, text_emb, None).eval()
     tower: nn.Module = model.visual
     if cfg["trainable"] == "prompt":
         tower = make_prompted(model.visual, base.image_size, cfg["prompt"], int(cfg["seed"])).to(dist.device)
-    select_trainable(tower, cfg["trainable"], int(cfg["partial_blocks"]))
+    select_trainable(tower, cfg["trainable"], int(cfg["partial_blocks"]), int(cfg["partial_params"]))
     linear = None
     if cfg["head"] == "onehot":
         torch.manual_seed(cfg["seed"] + 17)
@@ -184,6 +187,40 @@ def _batches(run: Run, start: int) -> Iterator[tuple[int, torch.Tensor, torch.Te
         yield step, x, y
 
 
+def _inner_attack(
+    run: Run,
+    step: int,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """The configured PGD on `loss_fn(fn(x + delta), target)` (x itself when the attack is off)."""
+    cfg, dev = run.cfg, run.dist.device
+    atk = cfg["attack"]
+    if float(atk["eps"]) <= 0 or int(atk["steps"]) <= 0:
+        return x
+    start = None
+    if atk["random_start"]:
+        rows = rank_rows(run.plan.global_batch, run.dist)
+        start = global_uniform(
+            int(cfg["seed"]), step, (run.plan.global_batch, *x.shape[1:]), rows, device=x.device
+        )
+    return pgd_linf(
+        fn,
+        x,
+        target,
+        float(atk["eps"]),
+        int(atk["steps"]),
+        float(atk["step_size"]),
+        start=start,
+        autocast=lambda: _autocast(cfg, dev),
+        loss_fn=loss_fn,
+        momentum=float(atk["momentum"]),
+        clamp_start=bool(atk["clamp_start"]),
+    )
+
+
 def _tecoa_step(
     run: Run, ddp: nn.Module, step: int, x: torch.Tensor, y: torch.Tensor
 ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -195,26 +232,7 @@ def _tecoa_step(
         if run.original is not None:
             y = run.original(x).argmax(dim=1)
         clean_pred = module(x).argmax(dim=1)
-    atk = cfg["attack"]
-    if float(atk["eps"]) > 0 and int(atk["steps"]) > 0:
-        start = None
-        if atk["random_start"]:
-            rows = rank_rows(run.plan.global_batch, run.dist)
-            start = global_uniform(
-                int(cfg["seed"]), step, (run.plan.global_batch, *x.shape[1:]), rows, device=x.device
-            )
-        x_in = pgd_linf(
-            module,
-            x,
-            y,
-            float(atk["eps"]),
-            int(atk["steps"]),
-            float(atk["step_size"]),
-            start=start,
-            autocast=lambda: _autocast(cfg, dev),
-        )
-    else:
-        x_in = x
+    x_in = _inner_attack(run, step, x, y, module, ce_sum)
     module.train()
     with _autocast(cfg, dev):
         logits = ddp(x_in)
@@ -225,6 +243,38 @@ def _tecoa_step(
         "loss": float(loss.detach()) * n,
         "clean": float((clean_pred == y).sum()),
         "adv": float((logits.detach().argmax(dim=1) == y).sum()),
+    }
+    return loss, stats
+
+
+def _fare_step(
+    run: Run, ddp: nn.Module, step: int, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """FARE (R-FARE train/adversarial_training_clip.py:296-361): the attack maximises and the update
+    minimises ||phi(x_adv) - phi_orig(x)||_2^2 (sum over the embedding, mean over the batch); labels
+    (true or pseudo) only feed the logged zero-shot accuracies."""
+    cfg, dev = run.cfg, run.dist.device
+    x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+    module, original = run.module, run.original
+    module.eval()
+    with torch.no_grad(), _autocast(cfg, dev):
+        target = original.embed(x).float()
+        if cfg["labels"] == "pseudo":
+            y = original.head(target).argmax(dim=1)
+        clean_pred = module(x).argmax(dim=1)
+    x_in = _inner_attack(run, step, x, target, module.embed, sq_l2_sum)
+    module.train()
+    with _autocast(cfg, dev):
+        z = ddp(x_in, features=True)
+    n = float(len(y))
+    loss = sq_l2_sum(z, target) / n
+    with torch.no_grad():
+        adv_pred = module.head(z.detach()).argmax(dim=1)
+    stats = {
+        "n": n,
+        "loss": float(loss.detach()) * n,
+        "clean": float((clean_pred == y).sum()),
+        "adv": float((adv_pred == y).sum()),
     }
     return loss, stats
 
@@ -260,6 +310,9 @@ def _contrastive_step(
         "adv": float(hit.sum()) * share,
     }
     return loss, stats
+
+
+STEPS = {"tecoa": _tecoa_step, "fare": _fare_step}  # supervised-shape steps: (run, ddp, step, x, y)
 
 
 def _trainable_state(run: Run) -> dict[str, torch.Tensor]:
@@ -333,6 +386,7 @@ def _train(cfg: dict[str, Any], out: Path, dist: DistInfo, resume: bool) -> Path
     use_scaler = cfg["amp"] and dist.device.type == "cuda" and cfg["amp_dtype"] == "float16"
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     start, best, best_step = 0, -1.0, -1
+    acc = dict.fromkeys(LOG_WINDOW, 0.0)
     if state is not None:
         run.module.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -340,6 +394,8 @@ def _train(cfg: dict[str, Any], out: Path, dist: DistInfo, resume: bool) -> Path
             scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         start, best, best_step = int(state["step"]), float(state["best_robust"]), int(state["best_step"])
+        if dist.is_main:  # the window's sums over all processes live on rank 0 after a resume
+            acc = dict(zip(LOG_WINDOW, state["log_window"].tolist(), strict=True))
         if dist.is_main:
             print(
                 f"resuming from step {start} (epoch {state['data_epoch']}, batch {state['data_batch']})",
@@ -363,7 +419,6 @@ def _train(cfg: dict[str, Any], out: Path, dist: DistInfo, resume: bool) -> Path
         from tqdm import tqdm
 
         bar = tqdm(total=run.total_steps, initial=start, desc=cfg.get("name") or "train", dynamic_ncols=True)
-    acc = {"n": 0.0, "loss": 0.0, "clean": 0.0, "adv": 0.0}
     t0 = time.time()
     step = start
     for step, x, y in _batches(run, start):
@@ -380,7 +435,7 @@ def _train(cfg: dict[str, Any], out: Path, dist: DistInfo, resume: bool) -> Path
         if cfg["method"] == "contrastive":
             loss, stats = _contrastive_step(run, ddp, step, x)
         else:
-            loss, stats = _tecoa_step(run, ddp, step, x, y)
+            loss, stats = STEPS[cfg["method"]](run, ddp, step, x, y)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg["grad_clip"]:
@@ -395,9 +450,7 @@ def _train(cfg: dict[str, Any], out: Path, dist: DistInfo, resume: bool) -> Path
             acc[k] += stats[k]
         done = step + 1
         if done % int(cfg["log_every"]) == 0 or done == run.total_steps:
-            tot = all_reduce_sum(
-                torch.tensor([acc["n"], acc["loss"], acc["clean"], acc["adv"]], dtype=torch.float64)
-            )
+            tot = _window_total(acc)
             n = max(1.0, float(tot[0]))
             rec = {
                 "kind": "train",
@@ -434,14 +487,15 @@ def _train(cfg: dict[str, Any], out: Path, dist: DistInfo, resume: bool) -> Path
                 _export(run, out / "best.safetensors", best, opt, done)
                 atomic_write_json(out / "best.json", {"step": done, **res})
         if done % int(cfg["checkpoint_every"]) == 0 and done < run.total_steps:
-            _checkpoint(run, opt, scaler, done, best, best_step, cfg_hash)
+            _checkpoint(run, opt, scaler, done, best, best_step, cfg_hash, _window_total(acc))
+    window = _window_total(acc)  # every process takes part in the reduction
     barrier()
     final = out / "final.safetensors"
     if dist.is_main:
         if bar is not None:
             bar.close()
         _export(run, final, best, opt, run.total_steps)
-        _checkpoint(run, opt, scaler, run.total_steps, best, best_step, cfg_hash)
+        _checkpoint(run, opt, scaler, run.total_steps, best, best_step, cfg_hash, window)
         _final_eval(run)
         plot_log(out / "log.jsonl", out / "training.png")
         copy_to = cfg["export"]["copy_final_to"]
@@ -451,6 +505,14 @@ def _train(cfg: dict[str, Any], out: Path, dist: DistInfo, resume: bool) -> Path
             atomic_write_bytes(Path(copy_to), final.read_bytes())
     barrier()
     return final
+
+
+LOG_WINDOW = ("n", "loss", "clean", "adv")  # sums over the steps since the last logged train record
+
+
+def _window_total(acc: dict[str, float]) -> torch.Tensor:
+    """The logging window's sums over all processes (float64), in LOG_WINDOW order."""
+    return all_reduce_sum(torch.tensor([acc[k] for k in LOG_WINDOW], dtype=torch.float64))
 
 
 def _make_validator(run: Run) -> Validator | None:
@@ -473,8 +535,10 @@ def _checkpoint(
     best: float,
     best_step: int,
     cfg_hash: str,
+    log_window: torch.Tensor,
 ) -> None:
-    """Resumable state (every process has identical weights; rank 0 writes) plus the step export."""
+    """Resumable state (every process has identical weights; rank 0 writes; the logging window's
+    sums too, so a resumed run logs what an uninterrupted one does) plus the step export."""
     if not run.dist.is_main:
         return
     epoch, pos = run.plan.position(step)
@@ -492,6 +556,7 @@ def _checkpoint(
             "best_step": best_step,
             "world_size": run.dist.world_size,
             "config_hash": cfg_hash,
+            "log_window": log_window,
         },
     )
     if step < run.total_steps:
