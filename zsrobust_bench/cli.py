@@ -20,6 +20,7 @@ SUBSYSTEMS = (
     "zsrobust_bench.train.cli",
     "zsrobust_bench.leaderboard.cli",
     "zsrobust_bench.demo",
+    "zsrobust_bench.zoo.cli",
 )
 
 

@@ -58,7 +58,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "model",
         metavar="MODEL",
-        help="checkpoint (.pt/.pth/.pth.tar/.bin/.safetensors), open_clip ARCH:PRETRAINED tag, or hf-hub:ORG/NAME",
+        help="checkpoint (.pt/.pth/.pth.tar/.bin/.safetensors), open_clip ARCH:PRETRAINED tag, or hf-hub:ORG/NAME, or zoo:NAME (see `zsbench zoo list`)",
     )
     p.add_argument(
         "--datasets",
@@ -127,15 +127,17 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def _cmd(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
+    from .zoo import resolve_zoo_spec
 
+    zoo = resolve_zoo_spec(args.model)
     out = args.out or Path("runs") / f"{Path(args.model).stem.replace(':', '_')}-{args.protocol}"
     results = evaluate(
-        args.model,
+        zoo.spec,
         args.datasets,
         protocol=args.protocol,
         out=out,
-        arch=args.arch,
-        pretrained=args.pretrained,
+        arch=args.arch or zoo.arch,
+        pretrained=args.pretrained or zoo.pretrained,
         data_root=args.data_root,
         seed=args.seed,
         device=args.device or default_device(),
