@@ -7,6 +7,7 @@ without a published sha256 the digest of the first complete download in <file>.s
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import os
 import urllib.error
@@ -76,9 +77,15 @@ def _fetch(url: str, part: Path, desc: str) -> None:
             open(part, mode) as fh,
             tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=desc, dynamic_ncols=True) as bar,
         ):
-            while block := resp.read(CHUNK):
-                fh.write(block)
-                bar.update(len(block))
+            try:
+                while block := resp.read(CHUNK):
+                    fh.write(block)
+                    bar.update(len(block))
+            except (http.client.IncompleteRead, OSError) as exc:
+                raise ZooError(
+                    f"download of {url} was interrupted ({type(exc).__name__})",
+                    "run the same command again: it resumes from the partial file",
+                ) from exc
     if total is not None and part.stat().st_size != total:
         raise ZooError(
             f"download of {url} ended early ({part.stat().st_size} of {total} bytes)",
