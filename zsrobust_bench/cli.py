@@ -21,6 +21,7 @@ SUBSYSTEMS = (
     "zsrobust_bench.leaderboard.cli",
     "zsrobust_bench.demo",
     "zsrobust_bench.zoo.cli",
+    "zsrobust_bench.leaderboard.reproduce_cli",
 )
 
 
