@@ -90,6 +90,14 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
         "--samples", type=_positive_int, help="evaluate a seeded subset of this many samples per dataset"
     )
     g.add_argument("--seed", type=int, help="seed for subsets and random starts (default: the protocol's)")
+    g.add_argument(
+        "--attack",
+        action="append",
+        metavar="torchattacks:NAME[(k=v,...)]",
+        help="run this torchattacks attack instead of the protocol's attacks (literal arguments only); "
+        "repeatable; see docs/torchattacks.md",
+    )
+    g.add_argument("--attack-kwargs", help="JSON object of keyword arguments for every --attack")
     g.add_argument("--prompt-set", help="prompt set: tecoa (single template) or clip (ensemble)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument(
@@ -110,6 +118,10 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     ov: dict[str, Any] = {}
+    if args.attack:
+        from .attacks.torchattacks_adapter import parse_attack_specs
+
+        ov["attacks"] = parse_attack_specs(args.attack, args.attack_kwargs)
     if args.eps is not None:
         ov["eps"] = args.eps
     if args.steps is not None:

@@ -259,6 +259,10 @@ def apply_overrides(protocol: Protocol, overrides: dict[str, Any]) -> tuple[Prot
     for key, value in overrides.items():
         if value is None:
             continue
+        if key == "attacks":  # replace the attack list, e.g. [("torchattacks:PGD", {"steps": 50})]
+            attacks = [AttackStep(str(n), dict(p)) for n, p in value]
+            frozen = {}
+            continue
         if key in TOP_LEVEL:
             new = _top_level(protocol, key, value)
             if getattr(protocol, key) != new:
@@ -276,14 +280,14 @@ def apply_overrides(protocol: Protocol, overrides: dict[str, Any]) -> tuple[Prot
             names = ALIASES.get(param, (param,)) if not attack_name else (param,)
             for p in names:
                 if p in accepted:
-                    a.params[p] = _coerce(protocol, key, value, frozen[a.name].get(p))
+                    a.params[p] = _coerce(protocol, key, value, frozen.get(a.name, {}).get(p))
                     hit = True
         if not hit:
             raise _bad(protocol, key, "no attack of this protocol has that parameter")
     if "samples" in top:
         top["samples_by_dataset"] = {}
     new_attacks = tuple(attacks)
-    changed = bool(top) or any(a.params != frozen[a.name] for a in new_attacks)
+    changed = bool(top) or any(a.name not in frozen or a.params != frozen[a.name] for a in new_attacks)
     new = dataclasses.replace(protocol, attacks=new_attacks, **top)
     for eps in new.eps:
         for a in new.attacks:
