@@ -116,6 +116,8 @@ class TorchattacksAttack(BatchAttack):
         super().__init__(eps)
         self.name, self.norm, self.num_classes = name, norm, int(num_classes)
         self.cls = attack_class(name)
+        if "n_classes" in inspect.signature(self.cls.__init__).parameters:
+            kwargs.setdefault("n_classes", self.num_classes)  # torchattacks defaults to 10 (CIFAR-10)
         self.kwargs = kwargs
 
     def params(self) -> dict[str, Any]:
