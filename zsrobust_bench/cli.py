@@ -20,6 +20,8 @@ SUBSYSTEMS = (
     "zsrobust_bench.train.cli",
     "zsrobust_bench.leaderboard.cli",
     "zsrobust_bench.demo",
+    "zsrobust_bench.zoo.cli",
+    "zsrobust_bench.leaderboard.reproduce_cli",
 )
 
 

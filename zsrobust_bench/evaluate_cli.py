@@ -58,7 +58,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "model",
         metavar="MODEL",
-        help="checkpoint (.pt/.pth/.pth.tar/.bin/.safetensors), open_clip ARCH:PRETRAINED tag, or hf-hub:ORG/NAME",
+        help="checkpoint (.pt/.pth/.pth.tar/.bin/.safetensors), open_clip ARCH:PRETRAINED tag, or hf-hub:ORG/NAME, or zoo:NAME (see `zsbench zoo list`)",
     )
     p.add_argument(
         "--datasets",
@@ -96,6 +96,14 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
         "--samples", type=_positive_int, help="evaluate a seeded subset of this many samples per dataset"
     )
     g.add_argument("--seed", type=int, help="seed for subsets and random starts (default: the protocol's)")
+    g.add_argument(
+        "--attack",
+        action="append",
+        metavar="torchattacks:NAME[(k=v,...)]",
+        help="run this torchattacks attack instead of the protocol's attacks (literal arguments only); "
+        "repeatable; see docs/torchattacks.md",
+    )
+    g.add_argument("--attack-kwargs", help="JSON object of keyword arguments for every --attack")
     g.add_argument("--prompt-set", help="prompt set: tecoa (single template) or clip (ensemble)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument(
@@ -123,6 +131,10 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     ov: dict[str, Any] = {}
+    if args.attack:
+        from .attacks.torchattacks_adapter import parse_attack_specs
+
+        ov["attacks"] = parse_attack_specs(args.attack, args.attack_kwargs)
     if args.eps is not None:
         ov["eps"] = args.eps
     if args.steps is not None:
@@ -140,15 +152,17 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def _cmd(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
+    from .zoo import resolve_zoo_spec
 
+    zoo = resolve_zoo_spec(args.model)
     out = args.out or Path("runs") / f"{Path(args.model).stem.replace(':', '_')}-{args.protocol}"
     results = evaluate(
-        args.model,
+        zoo.spec,
         args.datasets,
         protocol=args.protocol,
         out=out,
-        arch=args.arch,
-        pretrained=args.pretrained,
+        arch=args.arch or zoo.arch,
+        pretrained=args.pretrained or zoo.pretrained,
         data_root=args.data_root,
         seed=args.seed,
         device=args.device or default_device(),

@@ -468,6 +468,10 @@ def apply_overrides(protocol: Protocol, overrides: dict[str, Any]) -> tuple[Prot
     for key, value in overrides.items():
         if value is None:
             continue
+        if key == "attacks":  # replace the attack list, e.g. [("torchattacks:PGD", {"steps": 50})]
+            attacks = [AttackStep(str(n), dict(p)) for n, p in value]
+            frozen = {}
+            continue
         if key in TOP_LEVEL:
             new = _top_level(protocol, key, value)
             if getattr(protocol, key) != new:
@@ -485,7 +489,7 @@ def apply_overrides(protocol: Protocol, overrides: dict[str, Any]) -> tuple[Prot
             names = ALIASES.get(param, (param,)) if not attack_name else (param,)
             for p in names:
                 if p in accepted:
-                    like = frozen[a.name].get(p, 0.0 if p == "step_fraction" else None)
+                    like = frozen.get(a.name, {}).get(p, 0.0 if p == "step_fraction" else None)
                     a.params[p] = _coerce(protocol, key, value, like)
                     if p in STEP_KEYS:
                         given_step.add(a.name)
@@ -495,12 +499,12 @@ def apply_overrides(protocol: Protocol, overrides: dict[str, Any]) -> tuple[Prot
     if "samples" in top:
         top["samples_by_dataset"] = {}
     for a in attacks:
-        if a.name not in given_step and _step_follows(a, frozen[a.name], "eps" in top):
+        if a.name in frozen and a.name not in given_step and _step_follows(a, frozen[a.name], "eps" in top):
             ratio = frozen[a.name]["step_size"] / min(protocol.eps)
             a.params["step_size"] = None
             a.params["step_fraction"] = following_step_fraction(ratio, int(a.params["steps"]))
     new_attacks = tuple(attacks)
-    changed = bool(top) or any(a.params != frozen[a.name] for a in new_attacks)
+    changed = bool(top) or any(a.name not in frozen or a.params != frozen[a.name] for a in new_attacks)
     new = dataclasses.replace(protocol, attacks=new_attacks, **top)
     for eps in new.eps:
         for a in new.attacks:

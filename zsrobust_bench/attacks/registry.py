@@ -60,6 +60,10 @@ def attack_names() -> list[str]:
 
 def attack_info(name: str) -> AttackInfo:
     """The registry entry for `name`; unknown names fail with the known ones."""
+    if name.startswith("torchattacks:"):  # any torchattacks attack, resolved by name (custom runs only)
+        from .torchattacks_adapter import torchattacks_info
+
+        return torchattacks_info(name)
     if name not in _ATTACKS:
         raise KeyError(f"unknown attack {name!r}; known: {attack_names()}")
     return _ATTACKS[name]
