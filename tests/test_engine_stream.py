@@ -227,7 +227,7 @@ def test_merge_streams_shards_and_refuses_foreign_records(tmp_path):
     import hashlib
 
     assert sha == hashlib.sha256(text.encode()).hexdigest()
-    with pytest.raises(RuntimeError, match="do not match"):
+    with pytest.raises(DataError, match="do not match"):
         merge_shards(files, tmp_path / "out" / "t.jsonl", np.array([0, 1, 2, 3, 6]), ["1/255"])
     assert not (tmp_path / "out" / "t.jsonl").exists()
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["s.jsonl"]

@@ -14,9 +14,9 @@ from ..errors import DataError, SubmissionError, ZSBenchError
 from ..fileio import sha256_file
 from .digest import columns_from_records, decode_digest, flag_value, iter_records
 from .entries import EVALUATED, Entry, ResultsFile
-from .paths import DIGEST_DIR, confined, run_file
+from .paths import DIGEST_DIR, run_file
 from .problems import Problem
-from .recheck_inputs import recheck_dataset, recheck_model_args, recheck_spec
+from .recheck_inputs import card_checkpoint, recheck_dataset, recheck_model_args, recheck_spec
 
 Evaluate = Callable[..., dict[str, Any]]
 
@@ -43,13 +43,12 @@ def _model_spec(entry: Entry, rf: ResultsFile, checkpoint: Path | None) -> tuple
             if checkpoint.is_file()
             else (None, f"--checkpoint {checkpoint} is not a file")
         )
-    rel = ((entry.card or {}).get("checkpoint") or {}).get("path")
-    if rel:
-        try:
-            path = confined(entry.dir, rel)
-        except SubmissionError as exc:
-            return None, exc.message
-        return (str(path), "") if path.is_file() else (None, f"checkpoint {path} is not present")
+    try:
+        named = card_checkpoint(entry)
+    except SubmissionError as exc:
+        return None, exc.message
+    if named is not None:
+        return str(named[1]), ""
     spec = str(rf.doc["model"]["spec"])
     usable = recheck_spec(entry.dir, spec)
     if usable is not None:

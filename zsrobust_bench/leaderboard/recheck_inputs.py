@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import SubmissionError, ZSBenchError
 from .entries import Entry, ResultsFile
-from .paths import is_inside
+from .paths import confined, is_inside
 from .problems import Problem
 
 
@@ -35,6 +35,33 @@ def entry_file(entry_dir: Path, value: str, field: str) -> Path:
         f"{field} {value!r} is not a file inside the entry folder {entry_dir}",
         "a results file may only name files of its own entry; pass --checkpoint for yours",
     )
+
+
+def shipped_root() -> Path:
+    """Where checkpoints shipped with the package live (a card's `checkpoint.shipped` is relative to it)."""
+    from importlib import resources
+
+    return Path(str(resources.files("zsrobust_bench").joinpath("assets")))
+
+
+def card_checkpoint(entry: Entry) -> tuple[str, Path] | None:
+    """(card field, file) of the checkpoint a card names: `checkpoint.path` inside the entry, or
+    `checkpoint.shipped` inside the package's assets; None when it names neither. Raises SubmissionError
+    for a path that leaves its folder or is not a regular file."""
+    ckpt = (entry.card or {}).get("checkpoint")
+    if not isinstance(ckpt, dict):
+        return None
+    for field, root in (("path", entry.dir), ("shipped", None)):
+        rel = ckpt.get(field)
+        if rel is None:
+            continue
+        base = root if root is not None else shipped_root()
+        where = "the entry folder" if root is not None else "the package's assets"
+        target = confined(base, str(rel))
+        if not target.is_file() or target.is_symlink():
+            raise SubmissionError(f"checkpoint.{field} {rel!r} is not a file in {where}")
+        return f"checkpoint.{field}", target
+    return None
 
 
 def recheck_spec(entry_dir: Path, spec: str) -> str | None:

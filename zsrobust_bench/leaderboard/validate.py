@@ -11,10 +11,10 @@ from ..errors import SubmissionError
 from ..fileio import sha256_file
 from .digest import accuracy, decode_digest
 from .entries import EVALUATED, Entry, ResultsFile, load_tree
-from .paths import CARD_FILE, DIGEST_DIR, RESULTS_DIR, is_inside, normalized_id, relative_path_problem
+from .paths import CARD_FILE, DIGEST_DIR, RESULTS_DIR, normalized_id
 from .problems import Problem
 from .protocols_ref import ProtocolInfo, RegistryUnavailable, _get_registered, eps_label, lookup_protocol
-from .recheck_inputs import arch_file_problems
+from .recheck_inputs import arch_file_problems, card_checkpoint
 from .schema import DIGEST_SCHEMA, schema_problems
 from .scores import scores_from_reported
 
@@ -466,18 +466,13 @@ def _card_problems(entry: Entry) -> list[Problem]:
     if isinstance(threat, dict) and threat.get("norm") in ("Linf", "L2") and not threat.get("eps"):
         problems.append(Problem(f, "threat_model.eps", f"is required for norm {threat['norm']}"))
     ckpt = card.get("checkpoint") if isinstance(card.get("checkpoint"), dict) else {}
-    rel = ckpt.get("path")
-    if rel is not None:
-        why = relative_path_problem(rel)
-        target = entry.dir / rel if why is None else None
-        if why is None and not is_inside(target, entry.dir):
-            why = "leaves the entry folder"
-        if why:
-            problems.append(Problem(f, "checkpoint.path", why))
-        elif not target.is_file() or target.is_symlink():
-            problems.append(Problem(f, "checkpoint.path", f"{rel!r} is not a file in the entry folder"))
-        elif ckpt.get("sha256") and sha256_file(target) != ckpt["sha256"]:
-            problems.append(Problem(f, "checkpoint.sha256", f"does not match the file {rel!r}"))
+    try:
+        named = card_checkpoint(entry)
+    except SubmissionError as exc:
+        field = "checkpoint.path" if ckpt.get("path") is not None else "checkpoint.shipped"
+        return problems + [Problem(f, field, exc.message)]
+    if named is not None and ckpt.get("sha256") and sha256_file(named[1]) != ckpt["sha256"]:
+        problems.append(Problem(f, "checkpoint.sha256", f"does not match the file of {named[0]}"))
     return problems
 
 
