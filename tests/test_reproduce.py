@@ -47,8 +47,8 @@ def _setup(tmp_path: Path, base: str, reported: dict) -> Path:
     add_zoo_file(tmp_path / "zoo.yaml")
     entry = tmp_path / "subs" / "demo-entry"
     (entry / "results").mkdir(parents=True)
-    card = (Path(__file__).parents[1] / "submissions" / "demo-tiny-clip" / "card.yaml").read_text()
-    (entry / "card.yaml").write_text(card.replace("id: demo-tiny-clip", "id: demo-entry"))
+    card = (Path(__file__).parents[1] / "submissions" / "mini-demo" / "card.yaml").read_text()
+    (entry / "card.yaml").write_text(card.replace("id: mini-demo", "id: demo-entry"))
     doc = {
         "schema": "zsbench.reported/1",
         "protocol": {"name": "demo-paper", "version": 1},

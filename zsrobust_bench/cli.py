@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -39,6 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Output failures a user fixes outside zsbench: one line and exit 2, not a traceback. Files are written
+# atomically (fileio.atomic_write_*), so nothing half-written is left behind; a re-run resumes.
+OUTPUT_ERRNOS: dict[int, str] = {
+    errno.EACCES: "choose an --out folder you can write to",
+    errno.EPERM: "choose an --out folder you can write to",
+    errno.EROFS: "the file system is read-only; choose another --out folder",
+    errno.ENOSPC: "the disk is full; free space and re-run (finished shards are kept)",
+    errno.EDQUOT: "the disk quota is exhausted; free space and re-run (finished shards are kept)",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -58,6 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.hint:
             print(f"zsbench: hint: {exc.hint}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in OUTPUT_ERRNOS or debug:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"zsbench: error: cannot write{where}: {exc.strerror}", file=sys.stderr)
+        print(f"zsbench: hint: {OUTPUT_ERRNOS[exc.errno]}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("zsbench: interrupted; finished shards are kept and a re-run resumes", file=sys.stderr)
         return 130

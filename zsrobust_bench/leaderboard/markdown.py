@@ -43,7 +43,11 @@ def markdown_table(table: Table) -> str:
 
 def protocol_heading(info: ProtocolInfo) -> str:
     """One line naming the protocol, its version and kind."""
-    kind = "synthetic suite: a smoke test, not comparable with real datasets" if info.synthetic else info.kind
+    kind = (
+        "miniature world: synthetic suite and shipped tiny models, not comparable with real datasets"
+        if info.synthetic
+        else info.kind
+    )
     if info.superseded_by is not None:
         kind += f"; superseded by version {info.superseded_by}, ranked separately"
     return f"{info.name} (version {info.version}, {kind})"
