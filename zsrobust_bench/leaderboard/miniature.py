@@ -168,16 +168,19 @@ def miniature_table(submissions: Path) -> str:
         + "|\n"
     )
     rows = []
+    held_means: dict[str, tuple[float, float, float]] = {}  # key -> (robust pgd, clean, robust aa)
     for e in entries():
         pgd, aa = _results(submissions, e, PROTOCOLS[0]), _results(submissions, e, PROTOCOLS[1])
         ds = {name.removeprefix("synth-"): v for name, v in pgd["datasets"].items()}
         aads = {name.removeprefix("synth-"): v for name, v in aa["datasets"].items()}
         cells = [f"{ds[t]['robust_acc']:.1f} ({ds[t]['clean_acc']:.1f})" for t in TASKS]
-        mean = lambda d, k: sum(d[t][k] for t in held) / len(held)  # noqa: E731
+        means = tuple(sum(d[t][k] for t in held) / len(held) for d, k in _held_columns(ds, aads))
+        held_means[e.key] = means
         rows.append(
             f"| `{e.entry_id}` | {e.label} | "
             + " | ".join(cells)
-            + f" | {mean(ds, 'robust_acc'):.1f} | {mean(ds, 'clean_acc'):.1f} | {mean(aads, 'robust_acc'):.1f} |"
+            + "".join(f" | {m:.1f}" for m in means)
+            + " |"
         )
     n_pgd = next(iter(pgd0["datasets"].values()))["n"]
     n_aa = next(iter(aa0["datasets"].values()))["n"]
@@ -186,7 +189,25 @@ def miniature_table(submissions: Path) -> str:
         f"samples per task; the last column is {PROTOCOLS[1]} ({n_aa} seeded samples per task). Held-out: "
         f"the four tasks other than {trained}. Rendered from `submissions/mini-*/results/`.\n"
     )
-    return head + "\n".join(rows) + "\n" + note
+    return head + "\n".join(rows) + "\n" + note + _fare_vs_tecoa(held_means)
+
+
+def _held_columns(pgd: dict[str, Any], aa: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
+    """(per-task results, field) of the three held-out mean columns, in table order."""
+    return [(pgd, "robust_acc"), (pgd, "clean_acc"), (aa, "robust_acc")]
+
+
+def _fare_vs_tecoa(means: dict[str, tuple[float, float, float]]) -> str:
+    """The FARE-against-TeCoA sentence, from the same held-out means as the table."""
+    if "fare" not in means or "tecoa" not in means:
+        return ""
+    (fr, fc, fa), (tr, tc, ta) = means["fare"], means["tecoa"]
+    base = means.get("demo")
+    start = f" (un-finetuned: {base[0]:.1f} / {base[2]:.1f} robust, {base[1]:.1f} clean)" if base else ""
+    return (
+        f"\nFARE against TeCoA on the held-out tasks, as measured: robust {fr:.1f} vs {tr:.1f} "
+        f"({PROTOCOLS[0]}) and {fa:.1f} vs {ta:.1f} ({PROTOCOLS[1]}); clean {fc:.1f} vs {tc:.1f}{start}.\n"
+    )
 
 
 def readme_block(readme_text: str) -> str:
