@@ -60,16 +60,19 @@ def demo_model_path() -> Path:
     return path()
 
 
-def demo_tasks(samples: int | None, seed: int) -> tuple[list[Task], str]:
-    """The synthetic suite with the shipped demo model (a random tiny CLIP when the asset is missing)."""
+def demo_tasks(samples: int | None, seed: int, model: str | None = None) -> tuple[list[Task], str]:
+    """The synthetic suite with the shipped demo model (a random tiny CLIP when the asset is missing), or
+    with the checkpoint `model` (e.g. a shipped miniature finetune, on which most samples stay robust)."""
     from zsrobust_bench.data.loaders import open_eval_dataset
     from zsrobust_bench.data.registry import expand, get_dataset
     from zsrobust_bench.data.subsets import select_indices
     from zsrobust_bench.models import load_model
     from zsrobust_bench.zeroshot import build_classifier
 
-    path = demo_model_path()
-    if path.is_file():
+    path = Path(model) if model else demo_model_path()
+    if model:
+        lm, label = load_model(str(path)), f"{path.stem} ({path.name})"
+    elif path.is_file():
         lm, label = load_model(str(path)), f"demo ({path.name})"
     else:
         lm, label = _tiny_loaded(), "tiny random CLIP (demo asset missing)"

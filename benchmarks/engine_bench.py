@@ -472,12 +472,13 @@ def cmd_aa(args: argparse.Namespace) -> None:
     """fare-aa-style APGD-CE x5 + APGD-T: pyautoattack as FARE calls it vs the engine backend."""
     from aa_cases import compare_aa
 
-    tasks, label = demo_tasks(args.samples, args.seed)
+    tasks, label = demo_tasks(args.samples, args.seed, args.model)
     if args.datasets:
         tasks = [t for t in tasks if t.name in args.datasets]
+    stem = Path(args.model).stem if args.model else "demo"
     for eps_px in args.eps_px:
         res = compare_aa(
-            f"demo-fare-aa-{eps_px:g}px",
+            f"{stem}-fare-aa-{eps_px:g}px",
             tasks,
             eps_px / 255,
             args.batch_size,
@@ -520,6 +521,7 @@ def main(argv: list[str] | None = None) -> None:
     sc.add_argument("--steps-list", type=int, nargs="+", default=[10, 30, 100])
     sc.add_argument("--repeats", type=int, default=1)
     aa = sub.add_parser("aa", help="fare-aa-style AutoAttack: pyautoattack vs engine APGD")
+    aa.add_argument("--model", default=None, help="checkpoint to attack (default: the shipped demo CLIP)")
     aa.add_argument("--samples", type=int, default=100, help="samples per synthetic dataset")
     aa.add_argument("--datasets", nargs="+", default=None, help="synthetic datasets (default: all)")
     aa.add_argument("--eps-px", type=float, nargs="+", default=[4.0], help="eps in 1/255 units")
