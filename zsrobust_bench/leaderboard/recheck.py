@@ -36,7 +36,8 @@ def _quiet(evaluate: Evaluate) -> dict[str, Any]:
 
 
 def _model_spec(entry: Entry, rf: ResultsFile, checkpoint: Path | None) -> tuple[str | None, str]:
-    """(model spec to evaluate or None, why not) from --checkpoint, the card's path or the run's spec."""
+    """(model spec to evaluate or None, why not) from --checkpoint, the card's checkpoint (`path` in the
+    entry or `shipped` in the package) or the run's spec."""
     if checkpoint is not None:
         return (
             (str(checkpoint), "")
