@@ -58,3 +58,14 @@ def demo_model() -> Path:
     if not p.is_file():
         pytest.fail(f"shipped demo model missing at {p}; regenerate with `zsbench train demo-contrastive`")
     return p
+
+
+@pytest.fixture()
+def say(capsys: pytest.CaptureFixture[str]):
+    """Print one line past pytest's capture (the fuzz targets' measured `[fuzz]` summaries)."""
+
+    def _say(line: str) -> None:
+        with capsys.disabled():
+            print(f"\n{line}")
+
+    return _say

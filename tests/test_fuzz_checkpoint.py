@@ -37,15 +37,6 @@ SEED_STATE = {
 }
 
 
-@pytest.fixture()
-def say(capsys: pytest.CaptureFixture[str]):
-    def _say(line: str) -> None:
-        with capsys.disabled():
-            print(f"\n{line}")
-
-    return _say
-
-
 def _seed_files() -> dict[str, bytes]:
     nested = {"epoch": 1, "state_dict": {f"module.{k}": v for k, v in SEED_STATE.items()}, "best": 3.5}
     return {

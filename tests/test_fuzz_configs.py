@@ -172,15 +172,6 @@ def _run(tmp_path: Path, say, monkeypatch: pytest.MonkeyPatch, slow: bool) -> No
     assert tally.cases > 0 and not attempts and not (tmp_path / "MARKER").exists()
 
 
-@pytest.fixture()
-def say(capsys: pytest.CaptureFixture[str]):
-    def _say(line: str) -> None:
-        with capsys.disabled():
-            print(f"\n{line}")
-
-    return _say
-
-
 def test_fuzz_config_gate(tmp_path, say, monkeypatch):
     _run(tmp_path, say, monkeypatch, False)
 

@@ -28,16 +28,6 @@ from zsrobust_bench.leaderboard.paths import ID_PATTERN, check_entry_id, confine
 from zsrobust_bench.leaderboard.problems import errors
 from zsrobust_bench.leaderboard.validate import validate_submissions
 
-
-@pytest.fixture()
-def say(capsys: pytest.CaptureFixture[str]):
-    def _say(line: str) -> None:
-        with capsys.disabled():
-            print(f"\n{line}")
-
-    return _say
-
-
 ID_ALPHABET = st.sampled_from(list("abcz019._-/\\ .~:$<>\"'\x00\n\tAZé…\u202e"))
 SEGMENTS = st.sampled_from(["..", ".", "a", "b.txt", "out", "", "/", "\\", "x\x00", "C:", "~", "%2e%2e", "é"])
 

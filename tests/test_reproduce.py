@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
-from zoo_server import Publisher, serve
+from zoo_server import Publisher, serve, zoo_file
 
 from zsrobust_bench.cli import main
 from zsrobust_bench.evaluate import evaluate
@@ -25,26 +24,13 @@ def _fresh_extra_entries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _setup(tmp_path: Path, base: str, reported: dict) -> Path:
     """A zoo file for the demo model and a submissions tree with a reported entry for it."""
-    zoo = {
-        "schema": "zsbench.zoo/1",
-        "entries": [
-            {
-                "name": "demo",
-                "leaderboard_entry": "demo-entry",
-                "location": {"kind": "url", "url": f"{base}/demo.safetensors"},
-                "file": "demo-clip.safetensors",
-                "sha256": None,
-                "format": "zsbench",
-                "arch": None,
-                "base_weights": None,
-                "license": "MIT",
-                "paper": None,
-                "source": "test",
-            }
-        ],
+    entry_fields = {
+        "name": "demo",
+        "leaderboard_entry": "demo-entry",
+        "location": {"kind": "url", "url": f"{base}/demo.safetensors"},
+        "file": "demo-clip.safetensors",
     }
-    (tmp_path / "zoo.yaml").write_text(yaml.safe_dump(zoo))
-    add_zoo_file(tmp_path / "zoo.yaml")
+    add_zoo_file(zoo_file(tmp_path, [entry_fields]))
     entry = tmp_path / "subs" / "demo-entry"
     (entry / "results").mkdir(parents=True)
     card = (Path(__file__).parents[1] / "submissions" / "mini-demo" / "card.yaml").read_text()

@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
-from zoo_server import Publisher, serve
+from zoo_server import Publisher, serve, zoo_file
 
 from zsrobust_bench.cli import main
 from zsrobust_bench.zoo import add_zoo_file, get_entry, list_entries, registry
@@ -23,24 +22,9 @@ def _fresh_extra_entries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry, "_EXTRA", {})
 
 
-def _zoo_file(tmp_path: Path, entries: list[dict]) -> Path:
-    base = {
-        "format": "zsbench",
-        "arch": None,
-        "base_weights": None,
-        "license": "MIT",
-        "paper": None,
-        "source": "test",
-        "sha256": None,
-    }
-    path = tmp_path / "zoo.yaml"
-    path.write_text(yaml.safe_dump({"schema": "zsbench.zoo/1", "entries": [{**base, **e} for e in entries]}))
-    return path
-
-
 def _url_entry(tmp_path: Path, base: str, name: str = "blob", sha: str | None = None) -> str:
     add_zoo_file(
-        _zoo_file(
+        zoo_file(
             tmp_path,
             [
                 {
@@ -132,7 +116,7 @@ def test_hf_hub_entry_resolves_from_an_offline_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(hub))
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
     add_zoo_file(
-        _zoo_file(
+        zoo_file(
             tmp_path,
             [
                 {
@@ -150,7 +134,7 @@ def test_zoo_spec_in_evaluate(tmp_path, demo_model, capsys):
     data = demo_model.read_bytes()
     with serve(Publisher(files={"/demo.bin": data})) as pub:
         add_zoo_file(
-            _zoo_file(
+            zoo_file(
                 tmp_path,
                 [
                     {

@@ -7,6 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import yaml
 
 
 @dataclass
@@ -65,3 +68,19 @@ def serve(pub: Publisher) -> Iterator[Publisher]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def zoo_file(tmp_path: Path, entries: list[dict]) -> Path:
+    """A zsbench.zoo/1 file of `entries` (test defaults for the fields they leave out)."""
+    base = {
+        "format": "zsbench",
+        "arch": None,
+        "base_weights": None,
+        "license": "MIT",
+        "paper": None,
+        "source": "test",
+        "sha256": None,
+    }
+    path = tmp_path / "zoo.yaml"
+    path.write_text(yaml.safe_dump({"schema": "zsbench.zoo/1", "entries": [{**base, **e} for e in entries]}))
+    return path
