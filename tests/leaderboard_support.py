@@ -51,6 +51,19 @@ EPS = {
 }
 
 
+# The provenance block of every fabricated results.json (fixed times, so files are byte-stable).
+FAKE_PROVENANCE = {
+    "zsbench_version": "0.1.0",
+    "packages": {},
+    "seed": 0,
+    "device": "cpu",
+    "precision": "fp32",
+    "started": "2024-01-01T00:00:00Z",
+    "finished": "2024-01-01T00:01:00Z",
+    "wall_seconds": 60.0,
+}
+
+
 def install_stub_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     """Route registered-protocol lookups to STUB_PROTOCOLS (tests only)."""
 
@@ -169,16 +182,7 @@ def make_run(
             "robust_acc_by_eps": {lab: mean("robust_acc_by_eps", lab) for lab in labels},
         },
         "sanity": {},
-        "provenance": {
-            "zsbench_version": "0.1.0",
-            "packages": {},
-            "seed": 0,
-            "device": "cpu",
-            "precision": "fp32",
-            "started": "2024-01-01T00:00:00Z",
-            "finished": "2024-01-01T00:01:00Z",
-            "wall_seconds": 60.0,
-        },
+        "provenance": dict(FAKE_PROVENANCE),
     }
     (run / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     return run
@@ -272,16 +276,7 @@ def make_protocol_run(
             "robust_acc_by_eps": {labels[0]: mean("robust_acc")} if labels else {},
         },
         "sanity": {},
-        "provenance": {
-            "zsbench_version": "0.1.0",
-            "packages": {},
-            "seed": 0,
-            "device": "cpu",
-            "precision": "fp32",
-            "started": "2024-01-01T00:00:00Z",
-            "finished": "2024-01-01T00:01:00Z",
-            "wall_seconds": 60.0,
-        },
+        "provenance": dict(FAKE_PROVENANCE),
     }
     results["protocol"]["params"] = json.loads(json.dumps(proto.params()))
     (run / "model.safetensors").write_bytes(checkpoint)
