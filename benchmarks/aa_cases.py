@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from cases import Task, run_engine
 from pyautoattack import AutoAttack
+from torch import nn
 
 from zsrobust_bench.attacks.autoattack import n_targets, preserved_rng
 from zsrobust_bench.attacks.loop import eval_mode
@@ -31,11 +32,40 @@ FARE_STEPS = (
 
 @dataclass
 class AARun:
-    """Counts of one AutoAttack run on one task."""
+    """Counts of one AutoAttack run on one task, and the model work it took (measured by `CountingModel`)."""
 
     n: int
     clean_correct: int
     robust_correct: int
+    rows: int = 0  # images through the model (forward passes, clean and attack)
+    grad_rows: int = 0  # of which with a backward (gradient steps)
+    calls: int = 0  # model calls (device launches of a batch)
+
+
+class CountingModel(nn.Module):
+    """Counts the images and calls through a model: the work both sides do, independent of machine load."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.rows = self.grad_rows = self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows += int(x.shape[0])
+        self.calls += 1
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.grad_rows += int(x.shape[0])
+        return self.model(x)
+
+
+def counted(task: Task) -> tuple[Task, CountingModel]:
+    """The task with its model wrapped in a fresh counter (in eval mode, as both sides require)."""
+    model = CountingModel(task.model).eval()
+    return Task(task.name, model, task.dataset, task.indices, task.research), model
+
+
+def with_counts(run: AARun, model: CountingModel) -> AARun:
+    return AARun(run.n, run.clean_correct, run.robust_correct, model.rows, model.grad_rows, model.calls)
 
 
 def task_tensors(task: Task) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,26 +126,32 @@ def compare_aa(
 
     cfg = EngineConfig(batch_size=batch_size, seed=seed)
     times: dict[str, list[float]] = {"reference": [], "engine": []}
+    cpu: dict[str, list[float]] = {"reference": [], "engine": []}
     runs: dict[str, list[AARun]] = {"reference": [], "engine": []}
     for rep in range(repeats):
         tot = {"reference": 0.0, "engine": 0.0}
+        tot_cpu = {"reference": 0.0, "engine": 0.0}
         got: dict[str, list[AARun]] = {"reference": [], "engine": []}
         for t in tasks:
             c = get_dataset(t.name).num_classes
             order = ["reference", "engine"] if rep % 2 == 0 else ["engine", "reference"]
             for which in order:
-                t0 = time.perf_counter()
+                tc, counter = counted(t)
+                t0, c0 = time.perf_counter(), time.process_time()
                 r = (
-                    reference_fare_aa(t, c, eps, batch_size, seed)
+                    reference_fare_aa(tc, c, eps, batch_size, seed)
                     if which == "reference"
-                    else engine_fare_aa(t, c, eps, cfg, shard_size)
+                    else engine_fare_aa(tc, c, eps, cfg, shard_size)
                 )
                 sec = time.perf_counter() - t0
+                tot_cpu[which] += time.process_time() - c0
+                r = with_counts(r, counter)
                 tot[which] += sec
                 got[which].append(r)
                 print(f"  [{t.name} repeat {rep + 1}] {which}: {sec:.1f} s {r}", flush=True)
         for w in tot:
             times[w].append(tot[w])
+            cpu[w].append(tot_cpu[w])
             runs[w] = got[w]
     n = sum(r.n for r in runs["reference"])
 
@@ -123,6 +159,10 @@ def compare_aa(
         return round(100.0 * sum(r.robust_correct for r in runs[w]) / max(1, n), 2)
 
     ref_s, eng_s = statistics.median(times["reference"]), statistics.median(times["engine"])
+
+    def total(w: str, field: str) -> int:
+        return sum(getattr(r, field) for r in runs[w])
+
     return {
         "case": case,
         "model": label,
@@ -137,6 +177,18 @@ def compare_aa(
         "reference_s_all": [round(s, 3) for s in times["reference"]],
         "engine_s_all": [round(s, 3) for s in times["engine"]],
         "speedup": round(ref_s / eng_s, 3),
+        # process CPU time (all threads): steadier than wall time when other jobs share the machine
+        "reference_cpu_s": round(statistics.median(cpu["reference"]), 3),
+        "engine_cpu_s": round(statistics.median(cpu["engine"]), 3),
+        "cpu_speedup": round(statistics.median(cpu["reference"]) / statistics.median(cpu["engine"]), 3),
+        "reference_rows": total("reference", "rows"),
+        "engine_rows": total("engine", "rows"),
+        "reference_grad_rows": total("reference", "grad_rows"),
+        "engine_grad_rows": total("engine", "grad_rows"),
+        "reference_calls": total("reference", "calls"),
+        "engine_calls": total("engine", "calls"),
+        # images through the model, reference over engine: the speedup a per-image-cost machine allows
+        "work_ratio": round(total("reference", "rows") / max(1, total("engine", "rows")), 3),
         "reference_robust_acc": pct("reference"),
         "engine_robust_acc": pct("engine"),
         "reference_clean_acc": round(100.0 * sum(r.clean_correct for r in runs["reference"]) / max(1, n), 2),

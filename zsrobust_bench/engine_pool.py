@@ -6,11 +6,18 @@ Every step runs the same batch shape and a free slot holds an inert row that is 
 ignored. Kernels chosen by batch shape therefore never change with packing: a row's arithmetic
 is the same whichever rows share its batch and wherever it sits (checked bitwise on CPU), so
 records do not depend on packing, shard size or world size for a given capacity.
+
+Runs (restarts, APGD-T's targets) of one sample form a group. Once the feeder has nothing more to
+add (the pool has free slots when it is stepped), an attack that opts in (`compact_tail`) has its
+free slots filled with the next runs of the samples still in the pool, so a few robust samples run
+their restarts side by side instead of one after another, and the pool then steps only its occupied
+rows. A group's outcome is the sequential one: the lowest run that breaks decides, with the iterate
+that broke it; runs after it are dropped, runs before it finish first.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -29,6 +36,17 @@ class PoolExit:
     broken: np.ndarray  # bool: an iterate was misclassified
     step: np.ndarray  # int64: the iterate that broke the row (0 = start point), -1 when not broken
     nonfinite: np.ndarray  # bool: a non-finite logit was seen at some iterate
+
+
+@dataclass
+class _Group:
+    """The runs of one sample in the pool: which are in flight, the lowest that broke, non-finite runs."""
+
+    next_run: int = 1  # the lowest run not started yet
+    open: set[int] = field(default_factory=lambda: {0})  # runs in flight
+    broken_run: int = -1  # the lowest run that broke so far (-1: none)
+    broken_step: int = -1  # the iterate of `broken_run` that broke
+    nonfinite_runs: set[int] = field(default_factory=set)
 
 
 class SlotPool:
@@ -56,6 +74,10 @@ class SlotPool:
         self.restart = np.zeros(capacity, dtype=np.int64)
         self.nonfinite = np.zeros(capacity, dtype=bool)
         self.iterate = np.zeros(capacity, dtype=np.int64)  # host copy of state.step
+        self.group = np.full(capacity, -1, dtype=np.int64)  # the sample group of each slot
+        self.groups: dict[int, _Group] = {}
+        self._next_group = 0
+        self.speculative_runs = 0  # runs started early, side by side with an earlier run of the sample
         self.steps_run = 0  # device steps (each over `capacity` rows)
         self.forward_only_steps = 0  # of which needed no gradient (every occupied row at its last iterate)
         self.row_steps = 0  # steps of occupied slots
@@ -87,16 +109,23 @@ class SlotPool:
         self.restart[free] = 0
         self.nonfinite[free] = False
         self.iterate[free] = 0
+        for slot in free:
+            self.group[slot] = self._next_group
+            self.groups[self._next_group] = _Group()
+            self._next_group += 1
 
     def step(self, model: nn.Module) -> PoolExit | None:
         """One iteration over every slot; returns the rows that left (None when none did)."""
         if self.state is None or not self.active.any():
             raise RuntimeError("step() on an empty pool")
         attack = self.attack
+        tail = getattr(attack, "compact_tail", False)
+        if tail and self.room() > 0:
+            self._speculate()
         if self._last_iterate_only():
             state, hit = _pgd_final_iterate(attack, model, self.state)
             self.forward_only_steps += 1
-        elif getattr(attack, "compact_tail", False) and len(self) * 4 <= self.capacity:
+        elif tail and self.room() > 0:
             state, hit = self._compact_step(model)
         else:
             state, hit = attack.step(model, self.state)
@@ -117,29 +146,120 @@ class SlotPool:
         self.steps_run += 1
         self.row_steps += int(act.sum())
         self.nonfinite |= bad & act
-        again = done & ~hit & (self.restart + 1 < attack.restarts)
-        leave = hit | (done & ~again)
-        if again.any():
-            self._restart(again)
-        if not leave.any():
+        leaving = self._settle(np.flatnonzero(hit | done), hit, evaluated)
+        if not leaving:
             return None
-        slots = np.flatnonzero(leave)
+        slots = np.asarray([s for s, _ in leaving], dtype=np.int64)
+        groups = [self.groups.pop(g) for _, g in leaving]
         t = torch.from_numpy(slots)
         td = t.to(self.device)
         rows = Block(
             state.x[td], state.y[td], state.ids[t].clone(), self.shard[slots].copy(), self.pos[slots].copy()
         )
-        out = PoolExit(
+        broken = np.asarray([g.broken_run >= 0 for g in groups], dtype=bool)
+        return PoolExit(
             rows=rows,
-            broken=hit[slots],
-            step=np.where(hit[slots], evaluated[slots], -1).astype(np.int64),
-            nonfinite=self.nonfinite[slots].copy(),
+            broken=broken,
+            step=np.asarray([g.broken_step for g in groups], dtype=np.int64),
+            nonfinite=np.asarray(
+                [any(r <= g.broken_run or g.broken_run < 0 for r in g.nonfinite_runs) for g in groups],
+                dtype=bool,
+            ),
         )
-        self.active[slots] = False
-        return out
+
+    def _settle(self, ended: np.ndarray, hit: np.ndarray, evaluated: np.ndarray) -> list[tuple[int, int]]:
+        """Close the runs that broke or ran out; returns (slot, group) of the samples whose outcome is decided.
+
+        A group is decided when its lowest breaking run has no earlier run in flight (broken), or when
+        all its runs ran out unbroken (robust). A finished, unbroken run with none of its sample's runs in
+        flight restarts in place with the next run, as a sequential loop over restarts would.
+        """
+        restarts = self.attack.restarts
+        touched: dict[int, int] = {}
+        for slot in ended:
+            g, run = int(self.group[slot]), int(self.restart[slot])
+            info = self.groups[g]
+            info.open.discard(run)
+            if self.nonfinite[slot]:
+                info.nonfinite_runs.add(run)
+            if hit[slot] and (info.broken_run < 0 or run < info.broken_run):
+                info.broken_run, info.broken_step = run, int(evaluated[slot])
+            self.active[slot] = False
+            touched[g] = int(slot)
+        for g in touched:
+            info = self.groups[g]
+            if info.broken_run >= 0 and any(r > info.broken_run for r in info.open):
+                drop = (self.group == g) & self.active & (self.restart > info.broken_run)
+                self.active[drop] = False
+                info.open = {r for r in info.open if r < info.broken_run}
+        leaving: list[tuple[int, int]] = []
+        again: list[tuple[int, int]] = []
+        for g, slot in sorted(touched.items(), key=lambda kv: kv[1]):
+            info = self.groups[g]
+            if info.open:
+                continue
+            if info.broken_run < 0 and info.next_run < restarts:
+                again.append((slot, g))
+            else:
+                leaving.append((slot, g))
+        if again:
+            self._start_runs([s for s, _ in again], [s for s, _ in again], [g for _, g in again])
+        return leaving
+
+    def _speculate(self) -> None:
+        """Fill free slots with the next runs of undecided samples in the pool, one more run per sample per pass."""
+        free = np.flatnonzero(~self.active)
+        restarts = self.attack.restarts
+        home: dict[int, int] = {}
+        for slot in np.flatnonzero(self.active):
+            home.setdefault(int(self.group[slot]), int(slot))
+        want = [g for g in home if self.groups[g].broken_run < 0 and self.groups[g].next_run < restarts]
+        src: list[int] = []
+        groups: list[int] = []
+        planned: dict[int, int] = {}
+        while want and len(src) < free.shape[0]:
+            nxt = []
+            for g in want:
+                if len(src) == free.shape[0]:
+                    break
+                src.append(home[g])
+                groups.append(g)
+                planned[g] = planned.get(g, 0) + 1
+                if self.groups[g].next_run + planned[g] < restarts:
+                    nxt.append(g)
+            want = nxt
+        if src:
+            self.speculative_runs += len(src)
+            self._start_runs(list(free[: len(src)]), src, groups)
+
+    def _start_runs(self, dst: list[int], src: list[int], groups: list[int]) -> None:
+        """Start each group's next run in slot dst[i] from the clean sample held in slot src[i] (in place)."""
+        assert self.state is not None
+        runs = []
+        for g in groups:
+            info = self.groups[g]
+            runs.append(info.next_run)
+            info.open.add(info.next_run)
+            info.next_run += 1
+        st = self.state
+        dst_a, src_a, run_a = (np.asarray(v, dtype=np.int64) for v in (dst, src, runs))
+        for r in np.unique(run_a):
+            pick = run_a == r
+            d, s_ = dst_a[pick], src_a[pick]
+            ts = torch.from_numpy(s_)
+            tsd = ts.to(self.device)
+            fresh = self.attack.init(st.x[tsd], st.y[tsd], st.ids[ts], self.seed, restart=int(r))
+            _write(st, d, fresh)
+            self.shard[d] = self.shard[s_]
+            self.pos[d] = self.pos[s_]
+            self.group[d] = self.group[s_]
+            self.restart[d] = r
+            self.iterate[d] = 0
+            self.nonfinite[d] = False
+            self.active[d] = True
 
     def _compact_step(self, model: nn.Module) -> tuple[PoolState, torch.Tensor]:
-        """Step only the occupied slots (pool at most a quarter full: the queue ran dry, long runs left).
+        """Step only the occupied slots (the feeder ran dry and no run is left to start early).
 
         For attacks that opt in (`compact_tail`): APGD's restarts and targets leave a tail of a few
         robust rows running up to runs * (n_iter + 1) steps, which a full-shape pool would pay for at
@@ -155,19 +275,6 @@ class SlotPool:
         hit = torch.zeros(self.capacity, dtype=torch.bool, device=self.device)
         hit[td] = sub_hit
         return self.state, hit
-
-    def _restart(self, rows: np.ndarray) -> None:
-        """Finished, unbroken rows with restarts left start again from a new random point, in place."""
-        assert self.state is not None
-        for r in np.unique(self.restart[rows]):
-            slots = np.flatnonzero(rows & (self.restart == r))
-            t = torch.from_numpy(slots)
-            td = t.to(self.device)
-            st = self.state
-            fresh = self.attack.init(st.x[td], st.y[td], st.ids[t], self.seed, restart=int(r) + 1)
-            _write(st, slots, fresh)
-            self.restart[slots] = r + 1
-            self.iterate[slots] = 0
 
     def _last_iterate_only(self) -> bool:
         """Whether every occupied slot is at its last PGD iterate (its gradient would be thrown away)."""

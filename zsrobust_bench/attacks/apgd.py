@@ -80,7 +80,9 @@ class EngineAPGD(StepwiseAttack):
     """APGD (Linf) on CE (`apgd-ce`), DLR (`apgd-dlr`) or targeted DLR over n_target_classes targets (`apgd-t`)."""
 
     norm = "Linf"
-    compact_tail = True  # the slot pool steps only occupied rows once it is a quarter full (engine_pool)
+    compact_tail = (
+        True  # once the feeder is dry the slot pool starts later runs early, then steps occupied rows only
+    )
 
     def __init__(
         self,
