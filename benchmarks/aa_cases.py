@@ -21,7 +21,7 @@ from torch import nn
 from zsrobust_bench.attacks.autoattack import n_targets, preserved_rng
 from zsrobust_bench.attacks.loop import eval_mode
 from zsrobust_bench.attacks.registry import build_attacks
-from zsrobust_bench.engine import EngineConfig, EpsAttacks
+from zsrobust_bench.engine.plan import EngineConfig, EpsAttacks
 
 # fare-aa-style schedule (FARE = AutoAttack version='custom' defaults, pyautoattack/autoattack.py)
 FARE_STEPS = (

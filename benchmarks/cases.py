@@ -19,7 +19,9 @@ from torch.utils.data import Dataset, TensorDataset
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from zsrobust_bench.attacks.pgd import PGD  # noqa: E402
-from zsrobust_bench.engine import EngineConfig, EpsAttacks, ShardSpec, evaluate_shards, shard_bounds  # noqa: E402
+from zsrobust_bench.engine.blocks import ShardSpec  # noqa: E402
+from zsrobust_bench.engine.plan import EngineConfig, EpsAttacks  # noqa: E402
+from zsrobust_bench.engine.run import evaluate_shards, shard_bounds  # noqa: E402
 from zsrobust_bench.zeroshot import ZeroShotClassifier  # noqa: E402
 
 TINY_CFG = {

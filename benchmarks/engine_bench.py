@@ -44,9 +44,9 @@ from cases import (  # noqa: E402
 )
 from reference_loop import reference_pgd  # noqa: E402
 
-from zsrobust_bench.engine import EngineConfig  # noqa: E402
-from zsrobust_bench.engine_data import Block  # noqa: E402
-from zsrobust_bench.engine_pool import SlotPool  # noqa: E402
+from zsrobust_bench.engine.blocks import Block  # noqa: E402
+from zsrobust_bench.engine.plan import EngineConfig  # noqa: E402
+from zsrobust_bench.engine.pool import SlotPool  # noqa: E402
 
 
 def emit(obj: dict) -> None:
@@ -316,7 +316,7 @@ def cmd_memory_child(args: argparse.Namespace) -> None:
     from cases import Task as T
 
     from zsrobust_bench.data.synthetic import SyntheticTask
-    from zsrobust_bench.engine import merge_shards, records_to_jsonl
+    from zsrobust_bench.engine.records import merge_shards, records_to_jsonl
     from zsrobust_bench.fileio import atomic_write_text
 
     tasks, label = demo_tasks(8, 0)
@@ -336,7 +336,7 @@ def cmd_memory_child(args: argparse.Namespace) -> None:
 
         from zsrobust_bench.attacks.registry import build_attacks
         from zsrobust_bench.data.registry import get_dataset
-        from zsrobust_bench.engine import EpsAttacks
+        from zsrobust_bench.engine.plan import EpsAttacks
 
         steps = [(name, {**p, "n_iter": args.steps}) for name, p in FARE_STEPS]
         attacks, _ = build_attacks(steps, 4 / 255, get_dataset(base.name).num_classes, backend="engine")

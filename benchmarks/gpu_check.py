@@ -24,7 +24,7 @@ from cases import demo_tasks, run_engine, vit_b32_task  # noqa: E402
 from engine_bench import matmul_rate, step_flops  # noqa: E402
 
 from zsrobust_bench.attacks.registry import build_attacks  # noqa: E402
-from zsrobust_bench.engine import EngineConfig, EpsAttacks  # noqa: E402
+from zsrobust_bench.engine.plan import EngineConfig, EpsAttacks  # noqa: E402
 
 
 def emit(obj: dict) -> None:

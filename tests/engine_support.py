@@ -1,5 +1,5 @@
 """Shared pieces for the engine tests (not collected by pytest): a tiny zero-shot ViT, data whose
-labels are the model's own clean predictions (so every sample is attacked), and a runner."""
+labels are the model's own clean predictions (so every sample is attacked), a runner and a pool driver."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ import torch
 from torch.utils.data import Dataset
 
 from zsrobust_bench.data.synthetic import SyntheticTask
-from zsrobust_bench.engine import EngineConfig, EpsAttacks, ShardSpec, evaluate_shards, shard_bounds
+from zsrobust_bench.engine.blocks import Block, ShardSpec
+from zsrobust_bench.engine.plan import EngineConfig, EpsAttacks
+from zsrobust_bench.engine.pool import PoolExit, SlotPool
+from zsrobust_bench.engine.run import evaluate_shards, shard_bounds
 from zsrobust_bench.zeroshot import ZeroShotClassifier
 
 
@@ -87,3 +90,35 @@ def run_records(
         lambda k, recs: out.__setitem__(k, recs),
     )
     return [r for k in sorted(out) for r in out[k]], stats
+
+
+def drain_pool(pool: SlotPool, model: torch.nn.Module, rows: Block) -> Iterator[PoolExit]:
+    """Feed `rows` through `pool` in order, filling free slots before every step as the engine's stream
+    does, until the pool is empty; yields the rows that leave after each step."""
+    queued = 0
+    while queued < len(rows) or len(pool):
+        k = min(pool.room(), len(rows) - queued)
+        if k:
+            pool.add(rows.take(slice(queued, queued + k)))
+            queued += k
+        out = pool.step(model)
+        if out is not None:
+            yield out
+
+
+def pool_broken(
+    attack: Any,
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    ids: torch.Tensor,
+    capacity: int,
+    seed: int,
+) -> torch.Tensor:
+    """Which samples a slot pool of `capacity` breaks (every run of the attack; samples in input order)."""
+    n = int(x.shape[0])
+    broken = torch.zeros(n, dtype=torch.bool)
+    rows = Block(x, y, ids.to("cpu", torch.int64), np.zeros(n, dtype=np.int64), np.arange(n, dtype=np.int64))
+    for out in drain_pool(SlotPool(attack, capacity, seed, "cpu"), model, rows):
+        broken[torch.from_numpy(out.rows.pos)] = torch.from_numpy(out.broken)
+    return broken

@@ -15,13 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 from attack_toys import ToyZeroShot, batch, one_thread  # noqa: F401
+from engine_support import pool_broken
 from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
 
 from zsrobust_bench.attacks.apgd import EngineAPGD
 from zsrobust_bench.attacks.loop import run_stepwise
 from zsrobust_bench.attacks.registry import build_attack
-from zsrobust_bench.engine import EngineConfig
-from zsrobust_bench.engine import run_stepwise as engine_run_stepwise
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -109,10 +108,9 @@ def test_restarts_and_targets_agree_with_reference(name, params, eps_px, n_iter,
     reference = reference_from_our_starts(model, attack, x, y, ids, seed=7)
     with torch.no_grad():
         correct = model(x).argmax(1) == y
-    cfg = EngineConfig(batch_size=5, seed=7)
-    pool_broken, _, _ = engine_run_stepwise(model, attack, x[correct], y[correct], ids[correct], cfg)
+    pooled = pool_broken(attack, model, x[correct], y[correct], ids[correct], capacity=5, seed=7)
     assert torch.equal(ours.broken & correct, reference)
-    assert torch.equal(pool_broken, reference[correct])
+    assert torch.equal(pooled, reference[correct])
     # teeth: some samples break, some survive; with few iterations a later target breaks a sample
     # the first one did not (the toy model's APGD-CE needs no restart at 4/255)
     assert 0 < int(reference.sum()) < int(correct.sum())
@@ -164,9 +162,7 @@ def test_demo_model_agrees_sample_by_sample(demo_model, dataset, eps_px):
         reference = reference_from_our_starts(clf, attack, x, y, ids, seed=0)
         with torch.no_grad():
             correct = clf(x).argmax(1) == y
-        ours, _, _ = engine_run_stepwise(
-            clf, attack, x[correct], y[correct], ids[correct], EngineConfig(batch_size=8)
-        )
+        ours = pool_broken(attack, clf, x[correct], y[correct], ids[correct], capacity=8, seed=0)
         assert torch.equal(ours, reference[correct]), name
 
 

@@ -17,9 +17,9 @@ from engine_support import SelfLabelled, run_records, shards_of, single_thread, 
 
 from zsrobust_bench.attacks.loop import run_stepwise as reference_driver
 from zsrobust_bench.attacks.pgd import PGD
-from zsrobust_bench.engine import EpsAttacks
-from zsrobust_bench.engine_data import Block
-from zsrobust_bench.engine_pool import SlotPool, _pgd_final_iterate
+from zsrobust_bench.engine.blocks import Block
+from zsrobust_bench.engine.plan import EpsAttacks
+from zsrobust_bench.engine.pool import SlotPool
 
 EPS = 2 / 255
 
@@ -113,7 +113,7 @@ def test_last_iterate_shortcut_equals_a_full_pgd_step(setup):
         state, _ = attack.step(clf, state)
     assert (state.step == attack.total_steps).all()
     full, hit_full = attack.step(clf, replace(state, extra=dict(state.extra)))
-    short, hit_short = _pgd_final_iterate(attack, clf, replace(state, extra=dict(state.extra)))
+    short, hit_short = attack.last_iterate_step(clf, replace(state, extra=dict(state.extra)))
     assert torch.equal(hit_full, hit_short) and torch.equal(full.delta, short.delta)
     assert torch.equal(full.step, short.step)
     assert torch.equal(full.extra["nonfinite"], short.extra["nonfinite"])

@@ -10,11 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from engine_support import drain_pool
 from torch import nn
 
 from zsrobust_bench.attacks.base import PoolState, StepwiseAttack
-from zsrobust_bench.engine_data import Block
-from zsrobust_bench.engine_pool import SlotPool
+from zsrobust_bench.engine.blocks import Block
+from zsrobust_bench.engine.pool import SlotPool
 
 STEPS = 6  # iterates 0..5 per run
 
@@ -74,22 +75,18 @@ def sequential(breaks: dict, nonfinite: dict, n: int, restarts: int) -> dict[int
 def drive(attack: ScriptedRuns, n: int, capacity: int) -> tuple[dict, SlotPool]:
     """Feed n samples through a pool as the engine's stream does (refill while rows wait), until empty."""
     pool = SlotPool(attack, capacity, seed=0, device="cpu")
-    x = torch.zeros((n, 1, 2, 2))
-    waiting = list(range(n))
+    rows = Block(
+        torch.zeros((n, 1, 2, 2)),
+        torch.zeros(n, dtype=torch.int64),
+        torch.arange(n),
+        np.zeros(n, np.int64),
+        np.arange(n),
+    )
     got: dict[int, tuple[bool, int, bool]] = {}
-    while waiting or len(pool):
-        k = min(pool.room(), len(waiting))
-        if k:
-            take, waiting = waiting[:k], waiting[k:]
-            idx = torch.tensor(take)
-            pool.add(
-                Block(x[idx], torch.zeros(k, dtype=torch.int64), idx, np.zeros(k, np.int64), np.array(take))
-            )
-        out = pool.step(nn.Identity())
-        if out is not None:
-            for pos, b, s, nf in zip(out.rows.pos, out.broken, out.step, out.nonfinite, strict=True):
-                assert int(pos) not in got, f"sample {pos} left the pool twice"
-                got[int(pos)] = (bool(b), int(s), bool(nf))
+    for out in drain_pool(pool, nn.Identity(), rows):
+        for pos, b, s, nf in zip(out.rows.pos, out.broken, out.step, out.nonfinite, strict=True):
+            assert int(pos) not in got, f"sample {pos} left the pool twice"
+            got[int(pos)] = (bool(b), int(s), bool(nf))
     return got, pool
 
 

@@ -14,15 +14,10 @@ from torch.utils.data import Dataset
 
 from zsrobust_bench.attacks.base import BatchAttack
 from zsrobust_bench.attacks.pgd import PGD
-from zsrobust_bench.engine import (
-    EngineConfig,
-    EpsAttacks,
-    evaluate_shard,
-    merge_shards,
-    records_to_jsonl,
-    summarize,
-)
-from zsrobust_bench.engine_data import ShardSpec, iter_blocks
+from zsrobust_bench.engine.blocks import ShardSpec, iter_blocks
+from zsrobust_bench.engine.plan import EngineConfig, EpsAttacks
+from zsrobust_bench.engine.records import merge_shards, records_to_jsonl, summarize
+from zsrobust_bench.engine.run import evaluate_shard
 from zsrobust_bench.errors import DataError
 
 EPS = 2 / 255
@@ -144,7 +139,7 @@ def test_out_of_memory_halves_the_batch_and_keeps_results(clf, ds):
     direct, _ = run_records(clf, ds, plan, batch_size=8, shard_size=8)
     written: list[int] = []
     out: dict[int, list] = {}
-    from zsrobust_bench.engine import evaluate_shards
+    from zsrobust_bench.engine.run import evaluate_shards
 
     stats = evaluate_shards(
         _OOMAbove(clf, 8).eval(),

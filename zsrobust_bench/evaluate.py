@@ -19,15 +19,10 @@ from .data.preprocess import Preprocess
 from .data.registry import expand, get_dataset
 from .data.spec import DatasetSpec
 from .data.subsets import Selection, evaluation_subset, indices_sha256
-from .engine import (
-    EngineConfig,
-    EpsAttacks,
-    ShardSpec,
-    evaluate_shards,
-    merge_shards,
-    records_to_jsonl,
-    shard_bounds,
-)
+from .engine.blocks import ShardSpec
+from .engine.plan import EngineConfig, EpsAttacks
+from .engine.records import merge_shards, records_to_jsonl
+from .engine.run import evaluate_shards, shard_bounds
 from .errors import DataError, ZSBenchError
 from .fileio import atomic_write_json, atomic_write_text, run_lock, sha256_bytes, sha256_json
 from .models.loader import LoadedModel, load_model

@@ -106,6 +106,11 @@ class StepwiseAttack(Attack):
         """Rows that have used all their iterations."""
         return state.step >= self.total_steps
 
+    def last_iterate_step(self, model: nn.Module, state: PoolState) -> tuple[PoolState, torch.Tensor] | None:
+        """`step` for a pool whose every row is at its last iterate, where the attack has a cheaper one with
+        the same outcome (PGD: the forward alone); None: it has none and the pool calls `step`."""
+        return None
+
     restarts: int = 1
 
 

@@ -6,6 +6,7 @@ included) is misclassified, so stopping a broken sample early never changes its 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -168,3 +169,21 @@ class PGD(StepwiseAttack):
     def finished(self, state: PoolState) -> torch.Tensor:
         # `step` counts evaluated iterates; iterates 0..total_steps are all checked.
         return state.step > self.total_steps
+
+    def last_iterate_step(self, model: nn.Module, state: PoolState) -> tuple[PoolState, torch.Tensor] | None:
+        """`step` at the last iterate: the same forward, no backward (no row takes an update there).
+
+        The forward runs with gradients enabled exactly as in `step` (inference mode would pick other
+        attention kernels), so the logits are bitwise those `step` computes. None for a subclass with
+        another `step`, which this shortcut would not mirror.
+        """
+        if type(self).step is not PGD.step:
+            return None
+        x_adv = (state.x + state.delta).detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(x_adv)
+        logits = logits.detach()
+        finite = torch.isfinite(logits).all(dim=1)
+        broken = (logits.argmax(dim=1) != state.y) & finite
+        state.extra["nonfinite"] = ~finite
+        return replace(state, step=state.step + 1), broken

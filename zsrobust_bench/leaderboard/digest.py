@@ -9,12 +9,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ..engine.records import FLAG_FIELDS, RECORD_FIELDS
 from ..errors import SubmissionError
 from ..fileio import sha256_file
 from .paths import MAX_DIGEST_BYTES, loads_strict_json
 from .schema import DIGEST_SCHEMA
-
-_REQUIRED = ("index", "label", "clean_pred", "clean_correct", "robust_correct", "broken_by", "broken_step")
 
 
 def _flag(value: Any) -> str:
@@ -57,7 +56,7 @@ def columns_from_records(records: Iterable[dict[str, Any]], where: str) -> dict[
     rows = list(records)
     seen: set[int] = set()
     for i, rec in enumerate(rows):
-        missing = [k for k in _REQUIRED if k not in rec]
+        missing = [k for k in RECORD_FIELDS if k not in rec]
         if missing:
             raise SubmissionError(
                 f"{where}: record {i} lacks {', '.join(missing)}", "re-run `zsbench evaluate`"
@@ -69,11 +68,8 @@ def columns_from_records(records: Iterable[dict[str, Any]], where: str) -> dict[
     rows.sort(key=lambda r: r["index"])
     labels = sorted({str(k) for r in rows for k in (r.get("by_eps") or {})})
     try:
-        out: dict[str, Any] = {
-            k: [r[k] for r in rows] for k in ("index", "label", "clean_pred", "broken_by", "broken_step")
-        }
-        out["clean_correct"] = "".join(_flag(r["clean_correct"]) for r in rows)
-        out["robust_correct"] = "".join(_flag(r["robust_correct"]) for r in rows)
+        out: dict[str, Any] = {k: [r[k] for r in rows] for k in RECORD_FIELDS if k not in FLAG_FIELDS}
+        out.update({k: "".join(_flag(r[k]) for r in rows) for k in FLAG_FIELDS})
         if labels:
             out["by_eps"] = {
                 lab: "".join(_eps_flag((r.get("by_eps") or {}).get(lab)) for r in rows) for lab in labels
@@ -82,6 +78,19 @@ def columns_from_records(records: Iterable[dict[str, Any]], where: str) -> dict[
         raise SubmissionError(f"{where}: {exc}", "re-run `zsbench evaluate`") from exc
     out["n"] = len(rows)
     return out
+
+
+def digest_row(cols: dict[str, Any], pos: int) -> dict[str, Any]:
+    """The record at `pos` of a digest's columns (by_eps holds robust_correct only): inverse of the columns."""
+    rec = {
+        k: (flag_value(cols[k][pos]) if k in FLAG_FIELDS else cols[k][pos])
+        for k in RECORD_FIELDS
+        if k in cols
+    }
+    by_eps = cols.get("by_eps") or {}
+    if by_eps:
+        rec["by_eps"] = {lab: {"robust_correct": flag_value(flags[pos])} for lab, flags in by_eps.items()}
+    return rec
 
 
 def dataset_digest(samples_path: Path) -> dict[str, Any]:

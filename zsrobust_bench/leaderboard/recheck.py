@@ -10,9 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..engine.records import verdicts
 from ..errors import DataError, SubmissionError, ZSBenchError
 from ..fileio import sha256_file
-from .digest import columns_from_records, decode_digest, flag_value, iter_records
+from .digest import columns_from_records, decode_digest, digest_row, iter_records
 from .entries import EVALUATED, Entry, ResultsFile
 from .paths import DIGEST_DIR, run_file
 from .problems import Problem
@@ -64,26 +65,6 @@ def _arch(model: dict[str, Any], arch: str | None) -> str | None:
     return None if model.get("format") == "zsbench" else arch
 
 
-def _flags(rec: dict[str, Any]) -> dict[str, Any]:
-    cols = columns_from_records([rec], "re-evaluated record")
-    out = {"clean_pred": rec.get("clean_pred"), "clean_correct": flag_value(cols["clean_correct"])}
-    out["robust_correct"] = flag_value(cols["robust_correct"])
-    for label, flags in (cols.get("by_eps") or {}).items():
-        out[f"by_eps.{label}"] = flag_value(flags)
-    return out
-
-
-def _recorded(dg: dict[str, Any], pos: int) -> dict[str, Any]:
-    out = {
-        "clean_pred": dg["clean_pred"][pos],
-        "clean_correct": flag_value(dg["clean_correct"][pos]),
-        "robust_correct": flag_value(dg["robust_correct"][pos]),
-    }
-    for label, flags in (dg.get("by_eps") or {}).items():
-        out[f"by_eps.{label}"] = flag_value(flags[pos])
-    return out
-
-
 def _pick(
     digests: dict[str, dict[str, Any]], n: int, seed: int, entry_id: str
 ) -> dict[tuple[str, str], list[int]]:
@@ -119,7 +100,9 @@ def _compare_one(
         if index not in fresh:
             problems.append(Problem(dfile, field, "the re-evaluation produced no record for this sample"))
             continue
-        want, got = _recorded(dg, pos), _flags(fresh[index])
+        # both sides through the digest's columns, so the fresh record is read as the recorded one was
+        want = verdicts(digest_row(dg, pos))
+        got = verdicts(digest_row(columns_from_records([fresh[index]], "re-evaluated record"), 0))
         diffs = [f"{k}: recorded {want[k]}, re-evaluated {got.get(k)}" for k in want if got.get(k) != want[k]]
         if diffs:
             problems.append(Problem(dfile, field, "; ".join(diffs)))

@@ -7,6 +7,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from ..engine.records import RECORD_FIELDS
 from ..errors import SubmissionError
 from ..fileio import sha256_file
 from .digest import accuracy, decode_digest
@@ -273,8 +274,7 @@ def _digest_dataset_problems(
 ) -> list[Problem]:
     problems = []
     n = dg["n"]
-    columns = ["index", "label", "clean_pred", "clean_correct", "robust_correct", "broken_by", "broken_step"]
-    lengths = {c: len(dg[c]) for c in columns} | {
+    lengths = {c: len(dg[c]) for c in RECORD_FIELDS} | {
         f"by_eps.{k}": len(v) for k, v in (dg.get("by_eps") or {}).items()
     }
     for col, length in lengths.items():

@@ -23,9 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .attacks.base import PoolState, StepwiseAttack
-from .attacks.pgd import PGD
-from .engine_data import Block
+from ..attacks.base import PoolState, StepwiseAttack
+from .blocks import Block
 
 
 @dataclass
@@ -122,8 +121,8 @@ class SlotPool:
         tail = getattr(attack, "compact_tail", False)
         if tail and self.room() > 0:
             self._speculate()
-        if self._last_iterate_only():
-            state, hit = _pgd_final_iterate(attack, model, self.state)
+        if self._all_at_last_iterate() and (last := attack.last_iterate_step(model, self.state)) is not None:
+            state, hit = last
             self.forward_only_steps += 1
         elif tail and self.room() > 0:
             state, hit = self._compact_step(model)
@@ -276,40 +275,9 @@ class SlotPool:
         hit[td] = sub_hit
         return self.state, hit
 
-    def _last_iterate_only(self) -> bool:
-        """Whether every occupied slot is at its last PGD iterate (its gradient would be thrown away)."""
-        attack = self.attack
-        return (
-            isinstance(attack, PGD)
-            and type(attack).step is PGD.step
-            and bool((self.iterate[self.active] == attack.total_steps).all())
-        )
-
-
-def _pgd_final_iterate(attack: PGD, model: nn.Module, state: PoolState) -> tuple[PoolState, torch.Tensor]:
-    """`PGD.step` for a pool whose rows are all at their last iterate: the same forward, no backward.
-
-    The forward runs with gradients enabled exactly as in `PGD.step` (inference mode would pick
-    other attention kernels), so the logits are bitwise those `PGD.step` would compute; no row
-    takes an update at its last iterate, so skipping the backward changes nothing.
-    """
-    x_adv = (state.x + state.delta).detach().requires_grad_(True)
-    with torch.enable_grad():
-        logits = model(x_adv)
-    logits = logits.detach()
-    finite = torch.isfinite(logits).all(dim=1)
-    broken = (logits.argmax(dim=1) != state.y) & finite
-    state.extra["nonfinite"] = ~finite
-    new = PoolState(
-        x=state.x,
-        y=state.y,
-        ids=state.ids,
-        delta=state.delta,
-        step=state.step + 1,
-        restart=state.restart,
-        extra=state.extra,
-    )
-    return new, broken
+    def _all_at_last_iterate(self) -> bool:
+        """Whether every occupied slot is at its attack's last iterate (where a gradient would be thrown away)."""
+        return bool((self.iterate[self.active] == self.attack.total_steps).all())
 
 
 def _blank_like(fresh: PoolState, capacity: int, memory_format: torch.memory_format) -> PoolState:

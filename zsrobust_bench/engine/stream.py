@@ -4,14 +4,14 @@ Rows flow as blocks through a chain of generator stages, pulled from the end:
 
     loader -> clean (inference mode, fixed batch shape) -> attack 1 -> attack 2 -> ... -> shards done
 
-- A stepwise attack (PGD) keeps a fixed-shape slot pool (`engine_pool.SlotPool`) full from the
+- A stepwise attack (PGD) keeps a fixed-shape slot pool (`pool.SlotPool`) full from the
   stage before it, across shard boundaries, so the device never idles on a draining pool until
   the very end of the stream. Rows that need no attack (wrong clean, or already broken) pass
   straight through.
 - A batch attack (pyautoattack) waits until every row of a shard has reached it and attacks
   that shard's still-robust rows in position order, in batches of the batch size: the same
   batches as a shard-by-shard run, whatever the world size or packing upstream.
-- A shard's outcomes live in a `ShardTable`; when its last row leaves the last stage its records
+- A shard's outcomes live in a `table.ShardTable`; when its last row leaves the last stage its records
   are handed out and the table is dropped. Memory holds only the shards in flight.
 """
 
@@ -19,29 +19,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .attacks.base import Attack, BatchAttack, StepwiseAttack
-from .engine_data import Block, ShardSpec
-from .engine_device import autocast, input_format
-from .engine_pool import SlotPool
-from .errors import DataError
-
-NOT_BROKEN = -1
-SMALLER_EPS = -2
-
-
-@dataclass
-class StageSpec:
-    """One attack at one epsilon of the plan, with its position."""
-
-    eps_index: int
-    attack: Attack
-    code: int  # index into the run's attack-name list
+from ..attacks.base import BatchAttack, StepwiseAttack
+from ..errors import DataError
+from .batch import run_batch_attack
+from .blocks import Block, ShardSpec
+from .device import autocast, input_format
+from .plan import EngineConfig, Stages, StageSpec
+from .pool import SlotPool
+from .records import SampleRecord
+from .table import ShardTable
 
 
 @dataclass
@@ -55,76 +46,12 @@ class StreamStats:
     batch_size: int = 0
     per_attack: dict[str, int] = field(default_factory=dict)
 
-
-class ShardTable:
-    """Outcomes of one shard's samples, filled in as its rows pass the stages."""
-
-    def __init__(self, spec: ShardSpec, n_eps: int) -> None:
-        n = len(spec)
-        self.key = spec.key
-        self.n = n
-        self.ids = np.asarray(spec.indices, dtype=np.int64)
-        self.label = np.full(n, -1, dtype=np.int64)
-        self.pred = np.full(n, -1, dtype=np.int64)
-        self.clean_ok = np.zeros(n, dtype=bool)
-        self.robust = np.zeros((n_eps, n), dtype=bool)
-        self.by = np.full((n_eps, n), NOT_BROKEN, dtype=np.int32)
-        self.step = np.full((n_eps, n), -1, dtype=np.int64)
-        self.nonfinite = np.zeros(n, dtype=bool)
-        self.done = 0
-
-    def set_clean(self, pos: np.ndarray, label: np.ndarray, pred: np.ndarray, finite: np.ndarray) -> None:
-        ok = (pred == label) & finite
-        self.label[pos] = label
-        self.pred[pos] = pred
-        self.clean_ok[pos] = ok
-        self.robust[:, pos] = ok[None, :]
-        self.nonfinite[pos] |= ~finite
-
-    def set_broken(self, eps_index: int, pos: np.ndarray, code: int, step: np.ndarray) -> None:
-        """Rows broken at eps `eps_index`: not robust there nor at any larger eps (never attacked there)."""
-        self.robust[eps_index:, pos] = False
-        self.by[eps_index, pos] = code
-        self.step[eps_index, pos] = step
-        self.by[eps_index + 1 :, pos] = SMALLER_EPS
-
-    def records(self, names: Sequence[str], eps_labels: Sequence[str]) -> list[dict[str, Any]]:
-        """One record per sample, in shard order (the per-sample record format of samples/*.jsonl)."""
-        if (self.label < 0).any():
-            raise RuntimeError(f"shard {self.key}: records requested before every row had its clean pass")
-
-        def name(code: int) -> str | None:
-            return None if code == NOT_BROKEN else ("smaller-eps" if code == SMALLER_EPS else names[code])
-
-        n_eps = len(eps_labels)
-        robust, by, step = self.robust.tolist(), self.by.tolist(), self.step.tolist()
-        out = []
-        for p in range(self.n):
-            rec: dict[str, Any] = {
-                "index": int(self.ids[p]),
-                "label": int(self.label[p]),
-                "clean_pred": int(self.pred[p]),
-                "clean_correct": bool(self.clean_ok[p]),
-            }
-            if n_eps:
-                rec["robust_correct"] = robust[0][p]
-                rec["broken_by"] = name(by[0][p])
-                rec["broken_step"] = step[0][p] if step[0][p] >= 0 else None
-                if n_eps > 1:
-                    rec["by_eps"] = {
-                        lab: {
-                            "robust_correct": robust[j][p],
-                            "broken_by": name(by[j][p]),
-                            "broken_step": step[j][p] if step[j][p] >= 0 else None,
-                        }
-                        for j, lab in enumerate(eps_labels)
-                    }
-            else:
-                rec["robust_correct"] = rec["broken_by"] = rec["broken_step"] = None
-            if self.nonfinite[p]:
-                rec["nonfinite_logits"] = True
-            out.append(rec)
-        return out
+    def add(self, part: StreamStats) -> None:
+        """Add another run's work (a retry after out-of-memory) to these counters."""
+        self.samples += part.samples
+        self.attacked += part.attacked
+        self.device_steps += part.device_steps
+        self.row_steps += part.row_steps
 
 
 WINDOW_BYTES = 512 * 2**20
@@ -165,37 +92,30 @@ class Pipeline:
     def __init__(
         self,
         model: nn.Module,
-        stages: Sequence[StageSpec],
-        eps_labels: Sequence[str],
-        names: Sequence[str],
+        plan: Stages,
         shards: Sequence[ShardSpec],
-        *,
-        batch_size: int,
-        device: str,
-        seed: int,
-        precision: str,
+        cfg: EngineConfig,
         num_classes: int | None,
-        run_batch_attack: Callable[..., tuple[torch.Tensor, torch.Tensor]],
         on_progress: Callable[[int], None] | None = None,
     ) -> None:
         self.model = model
-        self.stages = list(stages)
-        self.eps_labels = list(eps_labels)
-        self.names = list(names)
+        self.stages = list(plan.stages)
+        self.eps_labels = list(plan.eps_labels)
+        self.names = list(plan.names)
         self.specs = {s.key: s for s in shards}
-        self.batch_size = int(batch_size)
-        self.device = torch.device(device)
-        self.seed = int(seed)
-        self.precision = precision
+        self.cfg = cfg
+        self.batch_size = int(cfg.batch_size)
+        self.device = torch.device(cfg.device)
+        self.seed = int(cfg.seed)
+        self.precision = cfg.precision
         self.num_classes = num_classes
-        self.run_batch_attack = run_batch_attack
         self.on_progress = on_progress
         self.tables: dict[int, ShardTable] = {}
         self.stats = StreamStats(batch_size=self.batch_size)
         self.window = 0  # rows reordered by clean margin at a time (set from the first block's row size)
 
     # ---- driver ---------------------------------------------------------------------------
-    def run(self, blocks: Iterable[Block]) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    def run(self, blocks: Iterable[Block]) -> Iterator[tuple[int, list[SampleRecord]]]:
         """Yield (shard key, records) as each shard completes (roughly in order)."""
         stream: Iterator[Block] = self._clean(iter(blocks))
         for st in self.stages:
@@ -221,7 +141,7 @@ class Pipeline:
     def _clean(self, blocks: Iterator[Block]) -> Iterator[Block]:
         """Classify rows in fixed-shape batches, then release them a window at a time, largest clean margin first.
 
-        The order rows enter an attack's pool never changes their records (see engine_pool), only
+        The order rows enter an attack's pool never changes their records (see pool), only
         how well the pool stays full: likely-robust rows (large margin) start first and quickly
         broken ones come last, so the pool's final draining steps are few.
         """
@@ -345,6 +265,7 @@ class Pipeline:
 
     def _batch(self, upstream: Iterator[Block], st: StageSpec) -> Iterator[Block]:
         """Per-shard stage: once all of a shard's rows are here, attack its robust rows in position order."""
+        assert isinstance(st.attack, BatchAttack)
         held: dict[int, list[Block]] = {}
         count: dict[int, int] = {}
         for blk in upstream:
@@ -360,7 +281,7 @@ class Pipeline:
                 todo = np.flatnonzero(self._todo(st.eps_index, whole))
                 if todo.size:
                     sub = whole.take(todo)
-                    broken, bad = self.run_batch_attack(self.model, st.attack, sub.x, sub.y, sub.ids)
+                    broken, bad = run_batch_attack(self.model, st.attack, sub.x, sub.y, sub.ids, self.cfg)
                     self._broken(st, sub, broken.numpy(), np.full(todo.size, -1, dtype=np.int64), bad.numpy())
                     name = self.names[st.code]
                     self.stats.attacked += int(todo.size)
