@@ -13,7 +13,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from engine_support import SelfLabelled, run_records, shards_of, single_thread, tiny_classifier
+from engine_support import SelfLabelled, drain_pool, run_records, shards_of, single_thread, tiny_classifier
 
 from zsrobust_bench.attacks.loop import run_stepwise as reference_driver
 from zsrobust_bench.attacks.pgd import PGD
@@ -117,3 +117,29 @@ def test_last_iterate_shortcut_equals_a_full_pgd_step(setup):
     assert torch.equal(hit_full, hit_short) and torch.equal(full.delta, short.delta)
     assert torch.equal(full.step, short.step)
     assert torch.equal(full.extra["nonfinite"], short.extra["nonfinite"])
+
+
+class _OwnStep(PGD):
+    """A PGD whose `step` is its own: the pool must not take PGD's last-iterate shortcut for it."""
+
+    def step(self, model, state):
+        return super().step(model, state)
+
+
+def test_pool_takes_the_last_iterate_shortcut_only_where_the_attack_offers_it(setup):
+    """The pool asks the attack (it knows no attack by name): PGD skips the last backward, a PGD with its
+    own `step` does not, and both break the same samples at the same iterates."""
+    clf, ds, _ = setup
+    n = 12
+    rows = Block(ds.x[:n], ds.y[:n], torch.arange(n), np.zeros(n, dtype=np.int64), np.arange(n))
+    outcomes, shortcuts = [], []
+    for attack in (PGD(EPS, steps=3, step_size=EPS / 4), _OwnStep(EPS, steps=3, step_size=EPS / 4)):
+        pool = SlotPool(attack, n, seed=0, device="cpu")
+        exits = list(drain_pool(pool, clf, rows))
+        outcomes.append(
+            sorted((int(p), int(s)) for e in exits for p, s in zip(e.rows.pos, e.step, strict=True))
+        )
+        shortcuts.append(pool.forward_only_steps)
+    assert outcomes[0] == outcomes[1]
+    assert any(s >= 0 for _, s in outcomes[0]) and any(s < 0 for _, s in outcomes[0])  # a mix
+    assert shortcuts == [1, 0]

@@ -226,3 +226,19 @@ def test_merge_streams_shards_and_refuses_foreign_records(tmp_path):
         merge_shards(files, tmp_path / "out" / "t.jsonl", np.array([0, 1, 2, 3, 6]), ["1/255"])
     assert not (tmp_path / "out" / "t.jsonl").exists()
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["s.jsonl"]
+
+
+def test_records_are_the_typed_record_the_digest_reads_back(clf, ds):
+    """Every record the engine writes has exactly SampleRecord's fields (by_eps with several eps), and the
+    leaderboard digest's columns give each one's verdicts back unchanged."""
+    from zsrobust_bench.engine.records import RECORD_FIELDS, SampleRecord, verdicts
+    from zsrobust_bench.leaderboard.digest import columns_from_records, digest_row
+
+    plan = [EpsAttacks(1 / 255, [_pgd(1 / 255)], []), EpsAttacks(EPS, [_pgd()], [])]
+    recs, _ = run_records(clf, ds, plan, batch_size=8, shard_size=10)
+    for r in recs:
+        assert set(RECORD_FIELDS) <= set(r) <= set(SampleRecord.__annotations__)
+        assert set(r["by_eps"]) == {"1/255", "2/255"}
+    cols = columns_from_records(recs, "engine records")
+    assert [verdicts(digest_row(cols, p)) for p in range(len(recs))] == [verdicts(r) for r in recs]
+    assert {v["robust_correct"] for v in map(verdicts, recs)} == {True, False}
