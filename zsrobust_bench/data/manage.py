@@ -10,17 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError, ZSBenchError
-from .loaders import (
-    IMAGEFOLDER_PREFIX,
-    EvalDataset,
-    find_source,
-    open_eval_dataset,
-    source_label,
-    source_location,
-    spec_for_imagefolder,
-)
+from .loaders import EvalDataset, find_source, open_eval_dataset, source_label, source_location
 from .paths import dataset_dir, resolve_data_root
-from .registry import all_datasets, expand, get_dataset
+from .registry import all_datasets, dataset_spec, expand, get_dataset
 from .registry import suite as suite_members
 from .spec import DatasetSpec, Source
 
@@ -29,10 +21,6 @@ log = logging.getLogger(__name__)
 LIST_COLUMNS = ("name", "classes", "eval_size", "split", "resolution", "present", "location", "sources")
 OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 PROBE_HOST = ("huggingface.co", 443)
-
-
-def _spec(name: str) -> DatasetSpec:
-    return spec_for_imagefolder(name) if name.startswith(IMAGEFOLDER_PREFIX) else get_dataset(name)
 
 
 def _names(names: Iterable[str] | None, suite_name: str | None) -> list[str]:
@@ -159,7 +147,7 @@ def prepare(
     online: tuple[bool, str] | None = None
     rows = []
     for name in _names(names, suite_name):
-        spec = _spec(name)
+        spec = dataset_spec(name)
         found = find_source(spec, root)
         row: dict[str, Any] = {
             "name": spec.name,
@@ -265,7 +253,7 @@ def verify(
     """
     root = resolve_data_root(data_root)
     if names or suite_name:
-        specs = [_spec(n) for n in _names(names, suite_name)]
+        specs = [dataset_spec(n) for n in _names(names, suite_name)]
     else:
         specs = [s for s in all_datasets() if find_source(s, root) is not None]
     return [_verify_one(spec, root, limit) for spec in specs]
