@@ -17,11 +17,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Subset
 
-from zsrobust_bench.data.loaders import open_eval_dataset, seeded_split, spec_for_imagefolder
+from zsrobust_bench.data.loaders import open_eval_dataset, seeded_split
 from zsrobust_bench.data.manage import verify
 from zsrobust_bench.data.registry import get_dataset
 from zsrobust_bench.data.spec import Source
 from zsrobust_bench.data.subsets import select_indices
+from zsrobust_bench.data.userfolder import spec_for_imagefolder
 from zsrobust_bench.errors import DataError
 
 

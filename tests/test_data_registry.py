@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
 import json
 import time
 from importlib import resources
+from pathlib import Path
 
 import pytest
 
-from zsrobust_bench.data import catalog
+from zsrobust_bench.data import catalog, synthetic
+from zsrobust_bench.data.loaders import source_kind
 from zsrobust_bench.data.manage import LIST_COLUMNS, list_datasets, prepare
-from zsrobust_bench.data.registry import expand, get_dataset, suite
+from zsrobust_bench.data.registry import all_datasets, build_table, expand, get_dataset, suite, suites
+from zsrobust_bench.errors import DataError
 
 CATALOG = [e.name for e in catalog.ENTRIES]
 
@@ -232,3 +237,34 @@ def test_prepare_offline_says_so_and_prints_steps(tmp_path, capsys, monkeypatch)
     assert args.func(args) == 1
     out = capsys.readouterr().out
     assert "pets: offline" in out and "torchvision.datasets.OxfordIIITPet" in out
+
+
+def test_registry_table_comes_from_pure_functions() -> None:
+    """The catalog, the synthetic world and the loaders describe datasets without the registry (no import
+    circle, nothing registered on import); the registry's table is their specs and suites, catalog first."""
+    data = Path(catalog.__file__).parent
+    for path in [*data.glob("*.py"), *data.glob("readers/*.py")]:
+        imported = {
+            name.rsplit(".", 1)[-1]
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.ImportFrom) and node.level
+            for name in ([node.module] if node.module else [a.name for a in node.names])
+        }
+        if path.stem not in ("registry", "manage", "cli"):
+            assert not {"registry", "manage", "cli"} & imported, path
+    specs = [*catalog.catalog_specs(), *synthetic.synthetic_specs()]
+    assert all_datasets() == specs
+    assert suites() == {**catalog.SUITES, **synthetic.SUITES}
+    cifar = get_dataset("cifar10")
+    with pytest.raises(ValueError, match="'cifar-10' already registered for 'cifar10'"):
+        build_table([cifar, dataclasses.replace(cifar, name="other", aliases=("cifar-10",))], {})
+
+
+def test_every_source_kind_is_registered_once() -> None:
+    """Every source of every dataset dispatches through the one table of source kinds; unknown kinds fail."""
+    kinds = {source.kind for spec in all_datasets() for source in spec.sources}
+    assert kinds == {"hf", "torchvision", "imagefolder", "synthetic"}
+    assert all(source_kind(k).generate is None for k in kinds - {"synthetic"})
+    assert source_kind("synthetic").generate is not None and source_kind("synthetic").locate is None
+    with pytest.raises(DataError, match="no loader for source kind 'ftp'"):
+        source_kind("ftp")

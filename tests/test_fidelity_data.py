@@ -17,7 +17,7 @@ from test_data_loaders import _png, _rand, _tar
 from torchvision import transforms
 
 from zsrobust_bench.data.catalog import load_prompt_set
-from zsrobust_bench.data.loaders import open_eval_dataset, spec_for_imagefolder
+from zsrobust_bench.data.loaders import open_eval_dataset
 from zsrobust_bench.data.preprocess import OPEN_CLIP_PREPROCESS, TECOA_PREPROCESS
 from zsrobust_bench.data.readers.imagefolder import FileListSource
 from zsrobust_bench.data.registry import get_dataset, suite
@@ -30,6 +30,7 @@ from zsrobust_bench.data.subsets import (
     robustbench_imagenet_ids,
     select_indices,
 )
+from zsrobust_bench.data.userfolder import spec_for_imagefolder
 from zsrobust_bench.protocols import get_protocol
 
 FIXTURE = Path(__file__).parent / "data" / "clip_benchmark_fare14.json"

@@ -91,9 +91,10 @@ def test_corrupt_images_end_in_an_error_naming_the_file(lm_factory, tmp_path, da
 
 def test_every_image_mode_becomes_rgb_in_unit_range(lm_factory, tmp_path):
     from zsrobust_bench.data.loaders import open_eval_dataset
+    from zsrobust_bench.data.registry import dataset_spec
 
     root = _folder(tmp_path / "modes", MODES, per_class=len(MODES))
-    ds = open_eval_dataset(ev._spec_for(f"imagefolder:{root}"), None, 32)
+    ds = open_eval_dataset(dataset_spec(f"imagefolder:{root}"), None, 32)
     assert len(ds) == 2 * len(MODES)
     for i in range(len(ds)):
         x, y = ds[i]

@@ -16,9 +16,10 @@ from tqdm.auto import tqdm
 from . import distributed
 from .attacks.registry import build_attacks
 from .data.preprocess import Preprocess
-from .data.registry import expand, get_dataset
+from .data.registry import dataset_spec, expand
 from .data.spec import DatasetSpec
 from .data.subsets import Selection, evaluation_subset, indices_sha256
+from .data.userfolder import is_user_folder, user_folder_path
 from .engine.blocks import ShardSpec
 from .engine.plan import EngineConfig, EpsAttacks
 from .engine.records import merge_shards, records_to_jsonl
@@ -39,19 +40,11 @@ REACH_CHECK_CLASSES = 1000
 
 def dataset_key(name: str) -> str:
     """File-system-safe key for a dataset name (imagefolder:PATH gets a short path hash)."""
-    if name.startswith("imagefolder:"):
-        path = name.split(":", 1)[1]
-        base = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(path).name or "data")[:40]
-        return f"imagefolder-{base}-{sha256_bytes(str(Path(path).resolve()).encode())[:8]}"
+    if is_user_folder(name):
+        path = user_folder_path(name)
+        base = re.sub(r"[^A-Za-z0-9._-]+", "-", path.name or "data")[:40]
+        return f"imagefolder-{base}-{sha256_bytes(str(path.resolve()).encode())[:8]}"
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name)
-
-
-def _spec_for(name: str) -> DatasetSpec:
-    if name.startswith("imagefolder:"):
-        from .data.loaders import spec_for_imagefolder
-
-        return spec_for_imagefolder(Path(name.split(":", 1)[1]))
-    return get_dataset(name)
 
 
 def _open(spec: DatasetSpec, name: str, data_root: Path | None, image_size: int, preprocess: Preprocess):
@@ -302,7 +295,7 @@ def _evaluate_dataset(
     rank: int,
     world: int,
 ) -> dict[str, Any]:
-    spec = _spec_for(name)
+    spec = dataset_spec(name)
     key = dataset_key(name)
     preprocess = proto.effective_preprocess()
     ds = _open(spec, name, root, lm.image_size, preprocess)

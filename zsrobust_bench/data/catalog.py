@@ -1,4 +1,5 @@
-"""The catalog of real evaluation datasets: one entry per dataset (data), turned into registered specs.
+"""The catalog of real evaluation datasets: one entry per dataset (data), turned into specs by a pure
+function (``catalog_specs``) that the registry calls on first use.
 
 Prompt data ships as package files, in label order, one item per line:
 
@@ -63,7 +64,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .registry import register, register_suite
 from .spec import DatasetSpec, PromptSet, Source, read_lines_resource
 
 _PKG = "zsrobust_bench.data"
@@ -575,13 +575,9 @@ def build_spec(entry: Entry) -> DatasetSpec:
     )
 
 
-def _register_all() -> None:
-    for entry in ENTRIES:
-        register(build_spec(entry))
-    for name, members in SUITES.items():
-        register_suite(name, members)
+def catalog_specs() -> list[DatasetSpec]:
+    """The spec of every catalog entry, in catalog order."""
+    return [build_spec(entry) for entry in ENTRIES]
 
 
-_register_all()
-
-__all__ = ["ENTRIES", "Entry", "SUITES", "build_spec", "load_prompt_set"]
+__all__ = ["ENTRIES", "SUITES", "Entry", "build_spec", "catalog_specs", "load_prompt_set"]

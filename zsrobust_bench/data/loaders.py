@@ -8,8 +8,9 @@ read. Files on disk are read in their published formats, by the same code path f
 - ``torchvision``: the files a ``torchvision.datasets`` class downloads (CIFAR pickles and STL-10
   binaries are read by small readers here, since torchvision's md5 checks reject re-packed files);
 - ``imagefolder``: one folder per class, or an annotation list (Tiny-ImageNet val, Hateful Memes);
-  ``imagefolder:PATH`` names a user's own folder (see ``spec_for_imagefolder``);
-- ``manual``: instructions only.
+  ``imagefolder:PATH`` names a user's own folder (see ``data.userfolder``);
+- ``manual``: instructions only;
+- ``synthetic``: generated in process (``data.synthetic``), no files.
 
 Pixels are RGB (grey, palette and RGBA images are converted). Datasets with eval_resolution
 "native" keep their stored size; the others are resized and centre-cropped here, before any
@@ -17,14 +18,13 @@ attack, by the protocol's ``Preprocess`` (default: bicubic, antialiased, shorter
 ``image_size``, crop ``image_size``). Missing data, a
 corrupt image or a label out of range raises DataError naming the path.
 
-This module is the public entry: it picks the source and dispatches to it. The format readers live
-in ``zsrobust_bench.data.readers`` (one module per format, registered in ``BUILTIN_SOURCES``); their
-public names are re-exported here so ``from zsrobust_bench.data.loaders import ...`` keeps working.
+This module is the public entry: it picks the source and dispatches to its kind in the one registry
+of source kinds (``readers.kinds.SOURCE_KINDS``). The format readers live in
+``zsrobust_bench.data.readers`` (one module per format); their public names are re-exported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from torch.utils.data import Dataset
@@ -32,29 +32,26 @@ from torch.utils.data import Dataset
 from ..errors import DataError
 from .paths import dataset_dir, resolve_data_root
 from .preprocess import DEFAULT_PREPROCESS, Preprocess
-from .readers import BUILTIN_SOURCES
 from .readers.base import ArraySource, ImageSource, Locator, Reader, SubsetSource
 from .readers.cifar import CIFAR_LAYOUTS
 from .readers.dataset import EvalDataset
 from .readers.hf import HF_FORMATS, HFSource
 from .readers.imagefolder import IMAGE_EXTENSIONS, INDEXERS, FileListSource, index_class_folders
 from .readers.images import DECODE_ERRORS, pil_to_pixels, to_rgb
+from .readers.kinds import SOURCE_KINDS, SourceKind, source_kind
 from .readers.splits import SPLIT_HASH_VERSION, seeded_split
 from .readers.stl10 import STL10_FILES
 from .readers.torchvision_files import TORCHVISION_READERS, TorchvisionSource
-from .readers.userfolder import DEFAULT_USER_TEMPLATE, IMAGEFOLDER_PREFIX, spec_for_imagefolder
 from .readers.webdataset import WDS_IMAGE_EXTENSIONS, TarSource
 from .spec import DatasetSpec, Source
 
 __all__ = [
-    "BUILTIN_SOURCES",
     "CIFAR_LAYOUTS",
     "DECODE_ERRORS",
-    "DEFAULT_USER_TEMPLATE",
     "HF_FORMATS",
-    "IMAGEFOLDER_PREFIX",
     "IMAGE_EXTENSIONS",
     "INDEXERS",
+    "SOURCE_KINDS",
     "SPLIT_HASH_VERSION",
     "STL10_FILES",
     "TORCHVISION_READERS",
@@ -64,9 +61,9 @@ __all__ = [
     "FileListSource",
     "HFSource",
     "ImageSource",
-    "LoaderFn",
     "Locator",
     "Reader",
+    "SourceKind",
     "SubsetSource",
     "TarSource",
     "TorchvisionSource",
@@ -75,31 +72,22 @@ __all__ = [
     "missing_data_error",
     "open_eval_dataset",
     "pil_to_pixels",
-    "register_source_loader",
     "seeded_split",
+    "source_kind",
     "source_label",
     "source_location",
-    "spec_for_imagefolder",
     "to_rgb",
 ]
-
-LoaderFn = Callable[[DatasetSpec, "Path | None", int, "str | None"], Dataset]
-
-_CUSTOM_LOADERS: dict[str, LoaderFn] = {}
-
-
-def register_source_loader(kind: str, fn: LoaderFn) -> None:
-    """Let `fn(spec, data_root, image_size, split)` open every dataset whose source is of `kind`."""
-    _CUSTOM_LOADERS[kind] = fn
 
 
 def source_location(
     spec: DatasetSpec, source: Source, data_root: Path, split: str | None = None
 ) -> Path | None:
     """Where `source` keeps `split` (default: the eval split) under the data root; None if nowhere."""
-    if source.kind not in BUILTIN_SOURCES:
+    kind = source_kind(source.kind)
+    if kind.locate is None:
         return None
-    return BUILTIN_SOURCES[source.kind][0](spec, source, Path(data_root), split or spec.eval_split)
+    return kind.locate(spec, source, Path(data_root), split or spec.eval_split)
 
 
 def find_source(
@@ -107,7 +95,7 @@ def find_source(
 ) -> tuple[Source, Path | None] | None:
     """The first source whose files exist (in-process sources always count); None if none is present."""
     for source in spec.sources:
-        if source.kind in _CUSTOM_LOADERS:
+        if source_kind(source.kind).generate is not None:
             return source, None
         path = source_location(spec, source, data_root, split)
         if path is not None and path.exists():
@@ -152,13 +140,11 @@ def open_eval_dataset(
     split = split or spec.eval_split
     root = resolve_data_root(None) if data_root is None else Path(data_root)
     for source in spec.sources:
-        if source.kind in _CUSTOM_LOADERS:
-            return _CUSTOM_LOADERS[source.kind](spec, root, image_size, split)
-        if source.kind not in BUILTIN_SOURCES:
-            raise DataError(f"dataset {spec.name}: no loader for source kind {source.kind!r}")
-        locate, read = BUILTIN_SOURCES[source.kind]
-        path = locate(spec, source, root, split)
+        kind = source_kind(source.kind)
+        if kind.generate is not None:
+            return kind.generate(source, split)
+        path = source_location(spec, source, root, split)
         if path is not None and path.exists():
-            items = read(spec, source, path, split)
+            items = kind.read(spec, source, path, split)
             return EvalDataset(spec, split, source, path, items, image_size, preprocess)
     raise missing_data_error(spec, root, split)

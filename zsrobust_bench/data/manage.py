@@ -5,34 +5,22 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError, ZSBenchError
-from .loaders import (
-    IMAGEFOLDER_PREFIX,
-    EvalDataset,
-    find_source,
-    open_eval_dataset,
-    source_label,
-    source_location,
-    spec_for_imagefolder,
-)
+from .loaders import EvalDataset, find_source, open_eval_dataset, source_kind, source_label, source_location
 from .paths import dataset_dir, resolve_data_root
-from .registry import all_datasets, expand, get_dataset
+from .registry import all_datasets, dataset_spec, expand, get_dataset
 from .registry import suite as suite_members
-from .spec import DatasetSpec, Source
+from .spec import DatasetSpec
 
 log = logging.getLogger(__name__)
 
 LIST_COLUMNS = ("name", "classes", "eval_size", "split", "resolution", "present", "location", "sources")
 OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 PROBE_HOST = ("huggingface.co", 443)
-
-
-def _spec(name: str) -> DatasetSpec:
-    return spec_for_imagefolder(name) if name.startswith(IMAGEFOLDER_PREFIX) else get_dataset(name)
 
 
 def _names(names: Iterable[str] | None, suite_name: str | None) -> list[str]:
@@ -85,64 +73,14 @@ def network_status(timeout: float = 3.0) -> tuple[bool, str]:
     return True, "online"
 
 
-def _hf_download(spec: DatasetSpec, source: Source, target: Path) -> None:
-    from huggingface_hub import snapshot_download
-
-    split_dir = source.options.get("split_dirs", {}).get(spec.eval_split, spec.eval_split)
-    snapshot_download(
-        repo_id=source.ref,
-        repo_type="dataset",
-        local_dir=str(target.parent),
-        allow_patterns=[
-            f"{split_dir}/*",
-            "classnames.txt",
-            "zeroshot_classification_templates.txt",
-            "dataset_type.txt",
-        ],
-    )
-
-
-def _torchvision_download(spec: DatasetSpec, source: Source, target: Path) -> None:
-    import torchvision.datasets
-
-    splits = source.options.get("splits", {})
-    kwargs = splits.get(spec.eval_split, splits.get("all", {}))
-    getattr(torchvision.datasets, source.ref)(root=str(target), download=True, **kwargs)
-
-
-DOWNLOADERS: dict[str, Callable[[DatasetSpec, Source, Path], None]] = {
-    "hf": _hf_download,
-    "torchvision": _torchvision_download,
-}
-
-
-def _hf_steps(spec: DatasetSpec, source: Source, target: Path) -> str:
-    split_dir = source.options.get("split_dirs", {}).get(spec.eval_split, spec.eval_split)
-    return (
-        f"hf download {source.ref} --repo-type dataset --include '{split_dir}/*' --include classnames.txt "
-        f"--local-dir {target.parent}"
-    )
-
-
-def _torchvision_steps(spec: DatasetSpec, source: Source, target: Path) -> str:
-    splits = source.options.get("splits", {})
-    kwargs = splits.get(spec.eval_split, splits.get("all", {}))
-    args = "".join(f", {k}={v!r}" for k, v in kwargs.items())
-    step = f"python -c \"import torchvision; torchvision.datasets.{source.ref}(root='{target}', download=True{args})\""
-    if source.instructions:
-        step += f" (or by hand: {source.instructions.format(dir=target.parent, path=target)})"
-    return step
-
-
 def manual_steps(spec: DatasetSpec, data_root: Path) -> list[str]:
     """Commands or instructions, one per source, that put the dataset under the data root by hand."""
     steps = []
     for source in spec.sources:
         target = source_location(spec, source, data_root)
-        if source.kind == "hf" and source.ref:
-            steps.append(_hf_steps(spec, source, target))
-        elif source.kind == "torchvision":
-            steps.append(_torchvision_steps(spec, source, target))
+        fetch = source_kind(source.kind).steps
+        if fetch is not None and source.ref:
+            steps.append(fetch(spec, source, target))
         elif source.instructions:
             steps.append(source.instructions.format(dir=dataset_dir(data_root, spec.name), path=target))
     return steps
@@ -159,7 +97,7 @@ def prepare(
     online: tuple[bool, str] | None = None
     rows = []
     for name in _names(names, suite_name):
-        spec = _spec(name)
+        spec = dataset_spec(name)
         found = find_source(spec, root)
         row: dict[str, Any] = {
             "name": spec.name,
@@ -172,7 +110,7 @@ def prepare(
             row["location"] = str(found[1]) if found[1] is not None else "generated"
             rows.append(row)
             continue
-        downloadable = [s for s in spec.sources if s.kind in DOWNLOADERS and s.ref]
+        downloadable = [s for s in spec.sources if source_kind(s.kind).download is not None and s.ref]
         errors = []
         if downloadable and online is None:
             online = network_status()
@@ -181,7 +119,7 @@ def prepare(
             try:
                 log.info("downloading %s from %s into %s", spec.name, source_label(source), target)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                DOWNLOADERS[source.kind](spec, source, target)
+                source_kind(source.kind).download(spec, source, target)
             except Exception as exc:  # any download failure is reported and the next source is tried
                 errors.append(f"{source_label(source)}: {type(exc).__name__}: {exc}")
                 continue
@@ -265,7 +203,7 @@ def verify(
     """
     root = resolve_data_root(data_root)
     if names or suite_name:
-        specs = [_spec(n) for n in _names(names, suite_name)]
+        specs = [dataset_spec(n) for n in _names(names, suite_name)]
     else:
         specs = [s for s in all_datasets() if find_source(s, root) is not None]
     return [_verify_one(spec, root, limit) for spec in specs]

@@ -14,7 +14,7 @@ class Source:
 
     kind: "hf" (HF `datasets` hub id or webdataset repo), "torchvision" (class name in
     torchvision.datasets), "imagefolder" (folder under the data root), "synthetic" (generated in
-    process) or "manual" (instructions only).
+    process) or "manual" (instructions only); readers/kinds.py says how each kind is found and opened.
     """
 
     kind: str

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .registry import register, register_suite
 from .spec import DatasetSpec, PromptSet, Source
 
 IMAGE_SIZE = 32
 WORLD_SEED = 20230501
 SPLIT_SIZES = {"train": 200_000, "val": 1_000, "test": 2_000}
+SOURCE_KIND = "synthetic"  # the source kind of the synthetic specs (opened in process, no files)
 
 COLORS: dict[str, tuple[float, float, float]] = {
     "red": (0.90, 0.10, 0.10),
@@ -209,14 +208,13 @@ class SyntheticCaptions(Dataset):
         return torch.from_numpy(img), caption(scene, _rng(f"caption-{self.epoch}", i))
 
 
-def _open_synthetic(
-    spec: DatasetSpec, data_root: Path | None, image_size: int, split: str | None = None
-) -> Dataset:
-    task = spec.name.removeprefix("synth-")
-    return SyntheticTask(task, split or spec.eval_split)
+def open_task(source: Source, split: str) -> SyntheticTask:
+    """The split of the task a synthetic source names (its ref ends in ``:<task>``)."""
+    return SyntheticTask(source.ref.rsplit(":", 1)[1], split)
 
 
-def _specs() -> list[DatasetSpec]:
+def synthetic_specs() -> list[DatasetSpec]:
+    """One spec per zero-shot task of the world, named ``synth-<task>``, in TASKS order."""
     out = []
     for task, (names, templates) in TASKS.items():
         ps = PromptSet(classnames=names, templates=templates)
@@ -226,7 +224,7 @@ def _specs() -> list[DatasetSpec]:
                 num_classes=len(names),
                 prompt_sets={"tecoa": ps, "clip": ps, "synthetic": ps},
                 eval_split="test",
-                sources=(Source("synthetic", f"zsrobust_bench.data.synthetic:{task}"),),
+                sources=(Source(SOURCE_KIND, f"zsrobust_bench.data.synthetic:{task}"),),
                 aliases=(f"synthetic-{task}",),
                 eval_resolution="native",
                 native_size=IMAGE_SIZE,
@@ -241,15 +239,4 @@ def _specs() -> list[DatasetSpec]:
     return out
 
 
-for _spec in _specs():
-    register(_spec)
-register_suite("synthetic", [f"synth-{t}" for t in TASKS])
-
-
-def _register_loader() -> None:
-    from .loaders import register_source_loader
-
-    register_source_loader("synthetic", _open_synthetic)
-
-
-_register_loader()
+SUITES: dict[str, tuple[str, ...]] = {"synthetic": tuple(f"synth-{t}" for t in TASKS)}

@@ -344,6 +344,7 @@ def _selection_problems(
 
     from ..data.registry import get_dataset
     from ..data.subsets import protocol_indices
+    from ..data.userfolder import is_user_folder
     from ..errors import ZSBenchError
     from ..protocols import Protocol
 
@@ -355,7 +356,7 @@ def _selection_problems(
         return []  # unknown or custom protocols are refused by protocol_problems
     field = f"datasets.{name}"
     canonical, size = name, None
-    if not name.startswith("imagefolder:"):
+    if not is_user_folder(name):
         try:
             spec = get_dataset(name)
         except ZSBenchError as exc:

@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
         "task": "shape",  # synthetic task (synthetic kind)
         "size": 20000,  # synthetic images pre-rendered once
         "root": None,  # imagefolder: folder with one sub-folder per class (ImageNet train)
-        "dataset": None,  # registry name whose class names label the imagefolder classes
+        "dataset": None,  # registry name or imagefolder:PATH whose class names label the imagefolder classes
         "image_size": 224,  # imagefolder: resize(short side) + centre crop(size)
         "resize": None,  # imagefolder short side; null: round(256/224 * image_size)
         "interpolation": "bicubic",  # imagefolder resize: bicubic | bilinear

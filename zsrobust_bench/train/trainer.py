@@ -79,7 +79,7 @@ class Run:
 
 
 def _class_prompts(cfg: dict[str, Any]) -> tuple[list[str], list[str]]:
-    from ..data.registry import get_dataset
+    from ..data.registry import dataset_spec
 
     data = cfg["data"]
     name = f"synth-{data['task']}" if data["kind"] == "synthetic" else data.get("dataset")
@@ -87,7 +87,7 @@ def _class_prompts(cfg: dict[str, Any]) -> tuple[list[str], list[str]]:
         raise ZSBenchError(
             "data.dataset must name the registry dataset whose class names label the training folders"
         )
-    ps = get_dataset(name).prompt_set(cfg["text"]["prompt_set"])
+    ps = dataset_spec(name).prompt_set(cfg["text"]["prompt_set"])
     templates = list(cfg["text"]["templates"] or ps.templates)
     for t in templates:
         if t.count("{}") != 1:

@@ -2,7 +2,8 @@
 
 Lets anyone evaluate on their own images without registering a dataset: sorted sub-folder names are
 the labels, and optional ``classnames.txt`` / ``templates.txt`` files in the folder give the prompts.
-The spec's single source is of kind ``imagefolder``, so the images are read by imagefolder.py.
+The spec's single source is of kind ``imagefolder``, so the images are read by readers/imagefolder.py.
+The registry's ``dataset_spec`` is the one place that turns such a name into a spec.
 """
 
 from __future__ import annotations
@@ -10,11 +11,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ...errors import DataError
-from ..spec import DatasetSpec, PromptSet, Source
+from ..errors import DataError
+from .spec import DatasetSpec, PromptSet, Source
 
 IMAGEFOLDER_PREFIX = "imagefolder:"
 DEFAULT_USER_TEMPLATE = "a photo of a {}."
+
+
+def is_user_folder(name: str) -> bool:
+    """True for an ``imagefolder:PATH`` dataset name (a user's folder, not a registered dataset)."""
+    return name.startswith(IMAGEFOLDER_PREFIX)
+
+
+def user_folder_path(name: str | os.PathLike[str]) -> Path:
+    """The folder an ``imagefolder:PATH`` name (or a bare path) points at, as written (not resolved)."""
+    text = str(name)
+    return Path(text[len(IMAGEFOLDER_PREFIX) :] if is_user_folder(text) else text)
 
 
 def _read_user_lines(path: Path) -> list[str]:
@@ -32,12 +44,7 @@ def _inserts_class_name(template: str) -> bool:
 
 def spec_for_imagefolder(path: str | os.PathLike[str]) -> DatasetSpec:
     """Spec for a user's folder: sorted sub-folders are labels; classnames.txt / templates.txt there if present."""
-    text = str(path)
-    root = (
-        Path(text[len(IMAGEFOLDER_PREFIX) :] if text.startswith(IMAGEFOLDER_PREFIX) else text)
-        .expanduser()
-        .resolve()
-    )
+    root = user_folder_path(path).expanduser().resolve()
     if not root.is_dir():
         raise DataError(
             f"imagefolder path {root} is not a directory",
