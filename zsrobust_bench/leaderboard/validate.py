@@ -9,11 +9,11 @@ from typing import Any
 
 from ..errors import SubmissionError
 from ..fileio import sha256_file
+from ..protocols import Protocol, ProtocolInfo, eps_label, find_protocol, lookup_protocol
 from .digest import accuracy, decode_digest
 from .entries import EVALUATED, Entry, ResultsFile, load_tree
 from .paths import CARD_FILE, DIGEST_DIR, RESULTS_DIR, normalized_id
 from .problems import Problem
-from .protocols_ref import ProtocolInfo, RegistryUnavailable, _get_registered, eps_label, lookup_protocol
 from .recheck_inputs import arch_file_problems, card_checkpoint
 from .schema import DIGEST_SCHEMA, schema_problems
 from .scores import scores_from_reported
@@ -121,10 +121,7 @@ def protocol_problems(rf: ResultsFile) -> tuple[ProtocolInfo | None, list[Proble
         problems.append(
             Problem(f, "protocol.name", f"is {proto['name']!r} but the file is named {rf.path.name!r}")
         )
-    try:
-        info = lookup_protocol(proto["name"])
-    except RegistryUnavailable as exc:
-        return None, [*problems, Problem(f, "protocol.name", exc.message)]
+    info = lookup_protocol(proto["name"])
     if info is None:
         return None, [
             *problems,
@@ -345,14 +342,10 @@ def _selection_problems(
     from ..data.registry import get_dataset
     from ..data.subsets import protocol_indices
     from ..errors import ZSBenchError
-    from ..protocols import Protocol
 
-    try:
-        proto = _get_registered(rf.protocol)
-    except RegistryUnavailable:
-        return []  # protocol_problems reports it
+    proto = find_protocol(rf.protocol)
     if not isinstance(proto, Protocol) or rf.doc["protocol"].get("custom"):
-        return []  # unknown or custom protocols are refused by protocol_problems
+        return []  # unknown, reported-only or custom protocols are refused by protocol_problems
     field = f"datasets.{name}"
     canonical, size = name, None
     if not name.startswith("imagefolder:"):
