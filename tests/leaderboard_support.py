@@ -1,4 +1,4 @@
-"""Helpers for the leaderboard tests: a stub protocol registry and fake evaluation runs on disk."""
+"""Helpers for the leaderboard tests: the tests' own registered protocols (tests/protocols/) and fake evaluation runs on disk."""
 
 from __future__ import annotations
 

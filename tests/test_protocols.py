@@ -14,13 +14,18 @@ from zsrobust_bench.attacks.registry import build_attacks
 from zsrobust_bench.errors import ZSBenchError
 from zsrobust_bench.protocols import (
     AttackStep,
+    Norm,
+    Precision,
     Protocol,
+    add_protocol_dir,
     all_protocol_versions,
     apply_overrides,
     eps_label,
     get_protocol,
     list_protocols,
+    lookup_protocol,
     parse_eps,
+    reported_protocols,
     superseded,
 )
 from zsrobust_bench.protocols_cli import COLUMNS, register_cli
@@ -344,3 +349,108 @@ def test_cli_list_shows_each_protocols_preprocessing(capsys):
     assert "Resize(model, bicubic) + CenterCrop(model) (default)" in rows["clean"]["preprocess"]
     old = json.loads(_cli(["protocols", "show", "fare-aa", "--version", "1", "--json"], capsys))
     assert old["version"] == 1 and old["params"]["attacks"][0]["n_restarts"] == 1
+
+
+@pytest.fixture
+def user_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty directory for a user's protocol files; the registry forgets what the test adds."""
+    from zsrobust_bench.protocols import registry
+
+    monkeypatch.setattr(registry, "_ADDED", {})
+    return tmp_path
+
+
+def _shipped(name: str) -> str:
+    return (REPO / "zsrobust_bench" / "protocols" / "defs" / f"{name}.yaml").read_text(encoding="utf-8")
+
+
+def test_add_protocol_dir_registers_a_users_files(user_dir: Path):
+    text = _shipped("synthetic-pgd-v1").replace("name: synthetic-pgd\n", "name: my-pgd\n")
+    (user_dir / "my-pgd-v1.yaml").write_text(text.replace("samples: 500\n", "samples: 7\n"))
+    (user_dir / "my-pgd-v2.yaml").write_text(text.replace("version: 1\n", "version: 2\n"))
+    (added_v1, added_v2) = add_protocol_dir(user_dir)
+    assert get_protocol("my-pgd") == added_v2 and get_protocol("my-pgd", 1).samples == 7
+    assert [p.name for p in superseded()].count("my-pgd") == 1
+    info = lookup_protocol("my-pgd", 1)
+    assert info is not None and info.superseded_by == 2 and info.synthetic and info.slug == "my-pgd-v1"
+    with pytest.raises(ZSBenchError, match="my-pgd' version 1 is already registered"):
+        add_protocol_dir(user_dir)
+
+
+@pytest.mark.parametrize(
+    ("file", "edit", "message"),
+    [
+        ("clean-v1.yaml", lambda t: t, "'clean' version 1 is already registered"),
+        ("mine-v3.yaml", lambda t: t.replace("name: clean", "name: mine"), "must be named mine-v1.yaml"),
+        (
+            "mine-v1.yaml",
+            lambda t: t.replace("name: clean", "name: mine") + "steps: 3\n",
+            "unknown keys steps",
+        ),
+        (
+            "mine-v1.yaml",
+            lambda t: t.replace("name: clean", "name: mine").replace("kind: registered", ""),
+            "kind",
+        ),
+        (
+            "mine-v1.yaml",
+            lambda t: t.replace("name: clean", "name: mine").replace("norm: none", "norm: L1"),
+            "norm must",
+        ),
+        (
+            "mine-v1.yaml",
+            lambda t: t.replace("name: clean", "name: mine").replace("precision: fp32", "precision: fp8"),
+            "precision must",
+        ),
+        (
+            "mine-v1.yaml",
+            lambda t: t.replace("name: clean", "name: mine").replace("samples: null\n", ""),
+            "needs 'samples'",
+        ),
+    ],
+)
+def test_bad_protocol_files_fail_clearly(user_dir: Path, file: str, edit, message: str):
+    (user_dir / file).write_text(edit(_shipped("clean-v1")))
+    with pytest.raises(ZSBenchError, match=message):
+        add_protocol_dir(user_dir)
+
+
+def test_reported_files_share_the_registry(user_dir: Path):
+    reported = reported_protocols()
+    assert set(reported) == {"tecoa-readme", "fare-paper", "tga-zsr-paper", "tga-zsr-paper-aa"}
+    fare = reported["fare-paper"]
+    assert fare.kind == "reported" and fare.version == 2 and fare.primary_eps == "2/255"
+    assert fare.source_url == "https://arxiv.org/abs/2402.12336" and lookup_protocol("fare-paper", 1) is None
+    with pytest.raises(ZSBenchError, match="unknown protocol 'fare-paper'"):
+        get_protocol("fare-paper")  # reported protocols are never run
+    text = _shipped("tecoa-readme-v1")
+    (user_dir / "tecoa-readme-v2.yaml").write_text(
+        text.replace("version: 1", "version: 2").replace("[1/255]", "[0.00392156862745098]")
+    )
+    with pytest.raises(ZSBenchError, match="eps labels must be written as eps_label writes them"):
+        add_protocol_dir(user_dir)
+    (user_dir / "tecoa-readme-v2.yaml").unlink()
+    (user_dir / "tecoa-pgd-v3.yaml").write_text(
+        text.replace("name: tecoa-readme", "name: tecoa-pgd").replace("version: 1", "version: 3")
+    )
+    with pytest.raises(ZSBenchError, match="cannot be both registered and reported"):
+        add_protocol_dir(user_dir)
+
+
+def test_norm_and_precision_are_enums_from_the_boundary():
+    pgd = get_protocol("tecoa-pgd")
+    assert (
+        pgd.norm is Norm.LINF and pgd.precision is Precision.FP32 and get_protocol("clean").norm is Norm.NONE
+    )
+    assert json.dumps(pgd.params()["norm"]) == '"Linf"' and f"{pgd.norm}" == "Linf"
+    new, _ = apply_overrides(pgd, {"norm": "L2", "precision": "bf16"})
+    assert new.norm is Norm.L2 and new.precision is Precision.BF16
+    with pytest.raises(ZSBenchError, match="norm must be one of"):
+        dataclasses.replace(pgd, norm="l-inf")
+
+
+def test_one_eps_label():
+    """One eps module: 0 is '0/255' like every other multiple of 1/255, and labels parse back."""
+    assert eps_label(0.0) == "0/255" and parse_eps("0/255") == 0.0
+    for eps in (0.0, 1 / 255, 2 / 255, 4 / 255, 0.5, 0.031):
+        assert parse_eps(eps_label(eps)) == pytest.approx(eps)

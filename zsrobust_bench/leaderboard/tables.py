@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..protocols import ProtocolInfo, eps_label, lookup_protocol, parse_eps
+from ..protocols import Norm, ProtocolInfo, eps_label, lookup_protocol, parse_eps
 from .entries import EVALUATED, Entry, ResultsFile
 from .paths import CARD_FILE
 from .scores import Scores, scores_of
@@ -78,7 +78,7 @@ def trained_for(card: dict[str, Any] | None) -> str:
     threat = (card or {}).get("threat_model")
     if not isinstance(threat, dict):
         return "not stated"
-    if threat.get("norm") == "none":
+    if threat.get("norm") == Norm.NONE:
         return "none"
     return f"{threat.get('norm')} {threat.get('eps', '')}".strip()
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import SubmissionError
 from ..fileio import sha256_file
-from ..protocols import Protocol, ProtocolInfo, eps_label, find_protocol, lookup_protocol
+from ..protocols import ATTACK_NORMS, Protocol, ProtocolInfo, eps_label, find_protocol, lookup_protocol
 from .digest import accuracy, decode_digest
 from .entries import EVALUATED, Entry, ResultsFile, load_tree
 from .paths import CARD_FILE, DIGEST_DIR, RESULTS_DIR, normalized_id
@@ -456,7 +456,7 @@ def _card_problems(entry: Entry) -> list[Problem]:
     if card.get("id") != entry.id:
         problems.append(Problem(f, "id", f"is {card.get('id')!r} but the entry folder is {entry.id!r}"))
     threat = card.get("threat_model")
-    if isinstance(threat, dict) and threat.get("norm") in ("Linf", "L2") and not threat.get("eps"):
+    if isinstance(threat, dict) and threat.get("norm") in ATTACK_NORMS and not threat.get("eps"):
         problems.append(Problem(f, "threat_model.eps", f"is required for norm {threat['norm']}"))
     ckpt = card.get("checkpoint") if isinstance(card.get("checkpoint"), dict) else {}
     try:

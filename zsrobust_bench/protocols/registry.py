@@ -24,7 +24,7 @@ from .model import AttackStep, Protocol
 
 Entry = Protocol | ProtocolInfo
 
-# Attack parameters written as pixel radii ("1/255") in the files.
+# Attack parameters that are radii in pixel units: written "1/255" in the files, shown as k/255.
 PIXEL_PARAMS = ("step_size",)
 
 
