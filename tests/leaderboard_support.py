@@ -1,54 +1,26 @@
-"""Helpers for the leaderboard tests: a stub protocol registry and fake evaluation runs on disk."""
+"""Helpers for the leaderboard tests: the tests' own registered protocols (tests/protocols/) and fake evaluation runs on disk."""
 
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 
-from zsrobust_bench.data.subsets import indices_sha256
+from zsrobust_bench.data.registry import get_dataset
+from zsrobust_bench.data.subsets import indices_sha256, protocol_indices
 from zsrobust_bench.fileio import sha256_bytes
-from zsrobust_bench.leaderboard import protocols_ref
+from zsrobust_bench.protocols import add_protocol_dir, eps_label, get_protocol
+from zsrobust_bench.protocols import registry as protocol_registry
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_REPORTED = REPO / "submissions" / "tga-zsr-vit-b32"
 
-STUB_PROTOCOLS = {
-    "stub-pgd": SimpleNamespace(
-        name="stub-pgd", version=1, suite=None, datasets=("alpha", "beta"), synthetic=False
-    ),
-    "stub-aa": SimpleNamespace(
-        name="stub-aa",
-        version=1,
-        suite=None,
-        datasets=("alpha", "beta"),
-        synthetic=False,
-        params=lambda: {"norm": "Linf", "eps": (2 / 255, 4 / 255), "samples": 40, "seed": 0},
-    ),
-    "stub-synthetic": SimpleNamespace(
-        name="stub-synthetic", version=1, suite=None, datasets=("synth-a", "synth-b"), synthetic=True
-    ),
-    "stub-versioned": SimpleNamespace(
-        name="stub-versioned", version=2, suite=None, datasets=("alpha", "beta"), synthetic=False
-    ),
-}
-# Superseded versions the stub registry still knows, like protocols.SUPERSEDED.
-STUB_SUPERSEDED = {
-    ("stub-versioned", 1): SimpleNamespace(
-        name="stub-versioned", version=1, suite=None, datasets=("alpha", "beta"), synthetic=False
-    ),
-}
-EPS = {
-    "stub-pgd": [1 / 255],
-    "stub-aa": [2 / 255, 4 / 255],
-    "stub-synthetic": [4 / 255],
-    "stub-versioned": [1 / 255],
-}
+# The leaderboard tests' own registered protocols (stub-pgd, stub-aa, stub-synthetic, stub-versioned v1/v2).
+TEST_PROTOCOLS = Path(__file__).resolve().parent / "protocols"
 
 
 # The provenance block of every fabricated results.json (fixed times, so files are byte-stable).
@@ -64,23 +36,18 @@ FAKE_PROVENANCE = {
 }
 
 
-def install_stub_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Route registered-protocol lookups to STUB_PROTOCOLS (tests only)."""
-
-    def get(name: str, version: int | None = None) -> Any:
-        proto = STUB_PROTOCOLS.get(name)
-        if proto is not None and version in (None, proto.version):
-            return proto
-        return STUB_SUPERSEDED.get((name, version))
-
-    monkeypatch.setattr(protocols_ref, "_get_registered", get)
+def register_test_protocols(monkeypatch: pytest.MonkeyPatch, *dirs: Path) -> None:
+    """Register the protocol files of TEST_PROTOCOLS (and `dirs`) for one test, as a user's
+    `add_protocol_dir` would; the registry forgets them afterwards."""
+    monkeypatch.setattr(protocol_registry, "_ADDED", {})
+    for d in (TEST_PROTOCOLS, *dirs):
+        add_protocol_dir(d)
 
 
-def _records(dataset: str, n: int, labels: list[str]) -> list[dict[str, Any]]:
-    rng = np.random.default_rng(sum(map(ord, dataset)))
-    indices = np.sort(rng.choice(10 * n, size=n, replace=False))
+def _records(dataset: str, indices: list[int], labels: list[str], outcomes: int) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(sum(map(ord, dataset)) + outcomes)
     out = []
-    for i in indices.tolist():
+    for i in indices:
         label = int(rng.integers(0, 10))
         clean_ok = bool(rng.random() < 0.7)
         rec: dict[str, Any] = {
@@ -113,30 +80,38 @@ def make_run(
     root: Path,
     protocol: str = "stub-pgd",
     *,
-    n: int = 40,
+    n: int | None = None,
     custom: bool = False,
     checkpoint: bytes = b"fake checkpoint bytes",
     name: str = "run",
-    version: int = 1,
+    version: int | None = None,
+    outcomes: int = 0,
 ) -> Path:
-    """A run folder like `zsbench evaluate --out` writes: results.json plus samples/<dataset>.jsonl."""
+    """A run folder like `zsbench evaluate --out` writes for a registered protocol (at `version`, default
+    its current one): results.json plus samples/<dataset>.jsonl on the protocol's own seeded selection.
+
+    `n` keeps only the first n selected samples (such a run is not the protocol's and fails validation);
+    `outcomes` picks another fabricated set of per-sample results."""
+    proto = get_protocol(protocol, version)
     run = root / name
     (run / "samples").mkdir(parents=True)
     ckpt = run / "model.safetensors"
     ckpt.write_bytes(checkpoint)
-    eps = EPS[protocol]
-    labels = [protocols_ref.eps_label(e) for e in eps]
+    eps = list(proto.eps)
+    labels = [eps_label(e) for e in eps]
     datasets: dict[str, Any] = {}
-    for ds in STUB_PROTOCOLS[protocol].datasets:
-        recs = _records(ds, n, labels)
+    for ds in proto.datasets:
+        n_split = get_dataset(ds).size_hint
+        indices = protocol_indices(proto, ds, n_split).tolist()[:n]
+        recs = _records(ds, indices, labels, outcomes)
         text = "".join(json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n" for r in recs)
         (run / "samples" / f"{ds}.jsonl").write_text(text)
         by_eps = {labels[0]: _pct([r["robust_correct"] for r in recs])}
         for lab in labels[1:]:
             by_eps[lab] = _pct([r["by_eps"][lab]["robust_correct"] for r in recs])
         datasets[ds] = {
-            "n": n,
-            "n_split": 10 * n,
+            "n": len(recs),
+            "n_split": n_split,
             "clean_acc": _pct([r["clean_correct"] for r in recs]),
             "robust_acc": by_eps[labels[0]],
             "robust_acc_by_eps": by_eps,
@@ -162,18 +137,10 @@ def make_run(
         },
         "protocol": {
             "name": protocol,
-            "version": version,
+            "version": proto.version,
             "custom": custom,
-            "overrides": {"pgd.steps": 10} if custom else {},
-            "params": {
-                "norm": "Linf",
-                "eps": eps,
-                "attacks": [{"name": "pgd", "steps": 100}],
-                "samples": n,
-                "prompt_set": "tecoa",
-                "precision": "fp32",
-                "seed": 0,
-            },
+            "overrides": {"pgd.steps": 5} if custom else {},
+            "params": json.loads(json.dumps(proto.params())),
         },
         "datasets": datasets,
         "means": {
@@ -213,11 +180,8 @@ def make_protocol_run(
     name: str = "run",
 ) -> Path:
     """A run of a real registered protocol on `protocol_indices` (fabricated records; `keep` filters them)."""
-    from zsrobust_bench.data.subsets import protocol_indices
-    from zsrobust_bench.protocols import get_protocol
-
     proto = get_protocol(protocol)
-    labels = [protocols_ref.eps_label(e) for e in proto.eps]
+    labels = [eps_label(e) for e in proto.eps]
     run = root / name
     (run / "samples").mkdir(parents=True)
     checkpoint = b"fake checkpoint bytes"

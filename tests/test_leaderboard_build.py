@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from leaderboard_support import REPO, copy_reported, dump_json, install_stub_registry, load_json, make_run
+from leaderboard_support import REPO, copy_reported, dump_json, load_json, make_run, register_test_protocols
 
 from zsrobust_bench.errors import SubmissionError
 from zsrobust_bench.leaderboard import build_leaderboard, differences, render_markdown_table, submit_run
@@ -18,7 +18,7 @@ from zsrobust_bench.leaderboard.validate import validate_submissions
 
 @pytest.fixture
 def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    install_stub_registry(monkeypatch)
+    register_test_protocols(monkeypatch)
     subs = tmp_path / "submissions"
     submit_run(make_run(tmp_path, "stub-aa"), "model-a", subs)
     submit_run(make_run(tmp_path, "stub-synthetic", name="synth"), "demo-model", subs)
@@ -69,7 +69,7 @@ def test_csv_holds_raw_numbers_and_status(tree: Path, tmp_path: Path) -> None:
     assert rows[0]["Status"] == "evaluated" and rows[0]["entry_id"] == "model-a"
     assert float(rows[0]["Clean avg"]) == doc["means"]["clean_acc"]
     assert float(rows[0]["Robust avg 4/255"]) == doc["means"]["robust_acc_by_eps"]["4/255"]
-    assert float(rows[0]["beta 2/255"]) == doc["datasets"]["beta"]["robust_acc_by_eps"]["2/255"]
+    assert float(rows[0]["stl10 2/255"]) == doc["datasets"]["stl10"]["robust_acc_by_eps"]["2/255"]
     tga = list(csv.DictReader(io.StringIO((out / "tga-zsr-paper.csv").read_text())))
     assert tga[0]["Status"] == "reported" and tga[0]["Robust avg 1/255"] == "42.09"
 
@@ -109,7 +109,7 @@ def test_stale_tables_are_removed(tree: Path, tmp_path: Path) -> None:
 
 
 def test_render_markdown_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    install_stub_registry(monkeypatch)
+    register_test_protocols(monkeypatch)
     a = load_json(make_run(tmp_path, "stub-aa") / "results.json")
     b = load_json(make_run(tmp_path, "stub-aa", n=20, name="b") / "results.json")
     text = render_markdown_table([a, b], names=["first", "second"])
@@ -117,7 +117,7 @@ def test_render_markdown_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert lines[0].startswith("Protocol stub-aa")
     header = [c.strip() for c in lines[2].strip("|").split("|")]
     assert header[:7] == ["#", "Entry", "Paper", "Status", "Architecture", "Trained for", "Clean avg"]
-    assert "Robust avg 2/255" in header and "alpha 4/255" in header
+    assert "Robust avg 2/255" in header and "cifar10 4/255" in header
     assert len(lines) == 6 and f"{a['means']['clean_acc']:.2f}" in text
     assert sum(line.startswith("|---") for line in render_markdown_table([a]).splitlines()) == 1
 
@@ -127,7 +127,7 @@ def test_an_older_protocol_version_stays_valid_shown_with_its_version_and_ranked
 ) -> None:
     """Results of a superseded version validate, and get their own table (never ranked with the
     current version's rows); a version the registry never had is an error."""
-    install_stub_registry(monkeypatch)
+    register_test_protocols(monkeypatch)
     subs = tmp_path / "submissions"
     submit_run(make_run(tmp_path, "stub-versioned", name="old", version=1), "model-old", subs)
     submit_run(

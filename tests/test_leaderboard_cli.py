@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from leaderboard_support import REPO, install_stub_registry, make_run
+from leaderboard_support import REPO, make_run, register_test_protocols
 
 from zsrobust_bench.errors import SubmissionError
 from zsrobust_bench.leaderboard.cli import register_cli
@@ -52,7 +52,7 @@ def test_validate_committed_tree(capsys: pytest.CaptureFixture[str]) -> None:
 def test_submit_validate_build_roundtrip(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    install_stub_registry(monkeypatch)
+    register_test_protocols(monkeypatch)
     subs, out = tmp_path / "submissions", tmp_path / "lb"
     run = make_run(tmp_path)
     assert _run(["submit", str(run), "--id", "model-a", "--submissions", str(subs)]) == 0

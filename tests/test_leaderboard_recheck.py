@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from leaderboard_support import install_stub_registry, make_run
+from leaderboard_support import REPO, make_run, register_test_protocols
 
 from zsrobust_bench.errors import CheckpointError, DataError
 from zsrobust_bench.leaderboard import submit_run
@@ -41,7 +41,7 @@ class FakeEvaluate:
 
 @pytest.fixture
 def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
-    install_stub_registry(monkeypatch)
+    register_test_protocols(monkeypatch)
     run = make_run(tmp_path)
     subs = tmp_path / "submissions"
     submit_run(run, "model-a", subs)
@@ -96,25 +96,27 @@ def test_recheck_refuses_a_different_checkpoint(setup: tuple[Path, Path], tmp_pa
 
 
 def test_self_describing_checkpoint_rechecks_in_a_fresh_process(
-    tmp_path: Path, demo_model: Path, monkeypatch
+    tmp_path: Path, demo_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 14: the demo checkpoint names its own architecture ('zsbench-tiny'); --recheck rebuilds it from
     the embedded config, as evaluate did, instead of failing with "unknown architecture"."""
-    import dataclasses
-
     import open_clip
 
     import zsrobust_bench.models.arch as arch_mod
-    from zsrobust_bench import protocols
     from zsrobust_bench.evaluate import evaluate
     from zsrobust_bench.leaderboard.recheck import recheck_submissions
 
-    small = dataclasses.replace(
-        protocols.PROTOCOLS["synthetic-pgd"], samples=6
-    )  # the demo protocol, 6 samples
-    monkeypatch.setitem(protocols.PROTOCOLS, "synthetic-pgd", small)
+    # the demo protocol on 6 samples, registered from a user's directory
+    shipped = (REPO / "zsrobust_bench" / "protocols" / "defs" / "synthetic-pgd-v1.yaml").read_text()
+    small = shipped.replace("name: synthetic-pgd\n", "name: synthetic-pgd-6\n").replace(
+        "samples: 500\n", "samples: 6\n"
+    )
+    assert small.count("synthetic-pgd-6") == 1 and "samples: 6\n" in small
+    (tmp_path / "protocols").mkdir()
+    (tmp_path / "protocols" / "synthetic-pgd-6-v1.yaml").write_text(small)
+    register_test_protocols(monkeypatch, tmp_path / "protocols")
     run, subs = tmp_path / "run", tmp_path / "submissions"
-    result = evaluate(str(demo_model), ["synth-shape"], protocol="synthetic-pgd", out=run, progress=False)
+    result = evaluate(str(demo_model), ["synth-shape"], protocol="synthetic-pgd-6", out=run, progress=False)
     submit_run(run, "demo", subs)
     name = result["model"]["arch"]
     monkeypatch.setattr(arch_mod, "_REGISTERED", {})  # as in a new process: the embedded name is unknown

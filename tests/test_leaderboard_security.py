@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from leaderboard_support import copy_reported, dump_json, install_stub_registry, load_json, make_run
+from leaderboard_support import copy_reported, dump_json, load_json, make_run, register_test_protocols
 
 from zsrobust_bench.errors import SubmissionError
 from zsrobust_bench.leaderboard import build_leaderboard, submit_run, validate_submissions
@@ -43,7 +43,7 @@ def _card(tree: Path) -> Path:
 
 @pytest.mark.parametrize("bad", BAD_IDS)
 def test_submit_refuses_unsafe_ids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
-    install_stub_registry(monkeypatch)
+    register_test_protocols(monkeypatch)
     run = make_run(tmp_path)
     subs = tmp_path / "a" / "submissions"
     before = sorted(p for p in tmp_path.rglob("*"))
@@ -148,14 +148,14 @@ def test_csv_formula_guard() -> None:
 
 
 def test_results_cannot_point_outside_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    install_stub_registry(monkeypatch)
+    register_test_protocols(monkeypatch)
     run = make_run(tmp_path)
     doc = load_json(run / "results.json")
-    doc["datasets"]["alpha"]["samples_file"] = "../../etc/passwd"
+    doc["datasets"]["cifar10"]["samples_file"] = "../../etc/passwd"
     dump_json(run / "results.json", doc)
     with pytest.raises(SubmissionError, match="\\.\\."):
         submit_run(run, "model-a", tmp_path / "submissions")
-    doc["datasets"]["alpha"]["samples_file"] = "/etc/passwd"
+    doc["datasets"]["cifar10"]["samples_file"] = "/etc/passwd"
     dump_json(run / "results.json", doc)
     with pytest.raises(SubmissionError, match="outside the run"):
         submit_run(run, "model-a", tmp_path / "submissions")

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from leaderboard_support import dump_json, install_stub_registry, load_json, make_run
+from leaderboard_support import dump_json, load_json, make_run, register_test_protocols
 
 from zsrobust_bench.errors import SubmissionError
 from zsrobust_bench.leaderboard import submit, submit_run, validate_submissions
@@ -34,8 +34,8 @@ footnote: "Hand-written note."
 
 
 @pytest.fixture(autouse=True)
-def _stub(monkeypatch: pytest.MonkeyPatch) -> None:
-    install_stub_registry(monkeypatch)
+def _test_protocols(monkeypatch: pytest.MonkeyPatch) -> None:
+    register_test_protocols(monkeypatch)
 
 
 def test_submit_creates_entry(tmp_path: Path) -> None:
@@ -47,8 +47,8 @@ def test_submit_creates_entry(tmp_path: Path) -> None:
     assert (entry / "results" / "stub-aa.json").read_bytes() == (run / "results.json").read_bytes()
     digest = json.loads(gzip.decompress((entry / "digest" / "stub-aa.json.gz").read_bytes()))
     assert digest["schema"] == "zsbench.digest/1"
-    cols = digest["datasets"]["alpha"]
-    first = json.loads((run / "samples" / "alpha.jsonl").read_text().splitlines()[0])
+    cols = digest["datasets"]["cifar10"]
+    first = json.loads((run / "samples" / "cifar10.jsonl").read_text().splitlines()[0])
     assert cols["index"][0] == first["index"] and cols["clean_pred"][0] == first["clean_pred"]
     assert set(cols["by_eps"]) == {"2/255", "4/255"} and len(cols["by_eps"]["4/255"]) == cols["n"] == 40
     card = (entry / "card.yaml").read_text()
@@ -65,9 +65,12 @@ def test_submit_is_deterministic_and_updates(tmp_path: Path) -> None:
     submit_run(run, "model-a", subs)
     after = {p: p.read_bytes() for p in (subs / "model-a").rglob("*") if p.is_file()}
     assert before == after
-    run2 = make_run(tmp_path, n=30, name="run2")
+    run2 = make_run(tmp_path, name="run2", outcomes=1)  # the same samples, other per-sample results
+    assert (run2 / "results.json").read_bytes() != (run / "results.json").read_bytes()
     submit_run(run2, "model-a", subs)
-    assert load_json(subs / "model-a" / "results" / "stub-pgd.json")["datasets"]["alpha"]["n"] == 30
+    assert (subs / "model-a" / "results" / "stub-pgd.json").read_bytes() == (
+        run2 / "results.json"
+    ).read_bytes()
     assert not errors(validate_submissions(subs))
 
 
@@ -117,7 +120,7 @@ def test_submit_refuses_custom_and_unknown_runs(tmp_path: Path) -> None:
 def test_submit_refuses_modified_samples_and_missing_files(tmp_path: Path) -> None:
     run = make_run(tmp_path)
     subs = tmp_path / "submissions"
-    samples = run / "samples" / "alpha.jsonl"
+    samples = run / "samples" / "cifar10.jsonl"
     samples.write_text(samples.read_text().replace('"clean_correct":false', '"clean_correct":true', 1))
     with pytest.raises(SubmissionError, match="samples_sha256"):
         submit_run(run, "model-a", subs)

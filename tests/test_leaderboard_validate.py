@@ -8,17 +8,17 @@ import shutil
 from pathlib import Path
 
 import pytest
-from leaderboard_support import REPO, copy_reported, dump_json, install_stub_registry, load_json, make_run
+from leaderboard_support import REPO, copy_reported, dump_json, load_json, make_run, register_test_protocols
 
 from zsrobust_bench.leaderboard import Problem, submit_run, validate_submissions
 from zsrobust_bench.leaderboard.problems import errors
-from zsrobust_bench.leaderboard.protocols_ref import reported_protocols
+from zsrobust_bench.protocols import reported_protocols
 
 
 @pytest.fixture
 def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A scratch submissions tree: one evaluated entry (stub protocol) and one reported entry."""
-    install_stub_registry(monkeypatch)
+    register_test_protocols(monkeypatch)
     subs = tmp_path / "submissions"
     submit_run(make_run(tmp_path), "model-a", subs)
     copy_reported(subs)
@@ -53,9 +53,11 @@ def test_scratch_tree_passes(tree: Path) -> None:
 def test_bad_schema_names_file_and_field(tree: Path) -> None:
     path = tree / "model-a" / "results" / "stub-pgd.json"
     doc = load_json(path)
-    doc["datasets"]["alpha"]["clean_acc"] = "55.3"  # a number stored as text
+    doc["datasets"]["cifar10"]["clean_acc"] = "55.3"  # a number stored as text
     dump_json(path, doc)
-    assert _errors_at(validate_submissions(tree), "model-a/results/stub-pgd.json", "datasets.alpha.clean_acc")
+    assert _errors_at(
+        validate_submissions(tree), "model-a/results/stub-pgd.json", "datasets.cifar10.clean_acc"
+    )
 
 
 def test_bad_card_schema(tree: Path) -> None:
@@ -90,10 +92,12 @@ def test_wrong_average_reported(tree: Path) -> None:
 def test_wrong_per_dataset_number_against_digest(tree: Path) -> None:
     path = tree / "model-a" / "results" / "stub-pgd.json"
     doc = load_json(path)
-    doc["datasets"]["beta"]["clean_acc"] = 99.0
-    doc["means"]["clean_acc"] = (doc["datasets"]["alpha"]["clean_acc"] + 99.0) / 2
+    doc["datasets"]["stl10"]["clean_acc"] = 99.0
+    doc["means"]["clean_acc"] = (doc["datasets"]["cifar10"]["clean_acc"] + 99.0) / 2
     dump_json(path, doc)
-    found = _errors_at(validate_submissions(tree), "model-a/results/stub-pgd.json", "datasets.beta.clean_acc")
+    found = _errors_at(
+        validate_submissions(tree), "model-a/results/stub-pgd.json", "datasets.stl10.clean_acc"
+    )
     assert found and "per-sample records" in found[0].message
 
 
@@ -127,7 +131,7 @@ def test_custom_run_rejected(tree: Path) -> None:
 
 
 def test_modified_parameters_without_custom_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    install_stub_registry(monkeypatch)
+    register_test_protocols(monkeypatch)
     subs = tmp_path / "submissions"
     submit_run(make_run(tmp_path, "stub-aa"), "model-a", subs)
     assert not errors(validate_submissions(subs))
@@ -165,10 +169,12 @@ def test_ids_differing_only_in_punctuation_are_duplicates(tree: Path) -> None:
 def test_missing_and_tampered_digest(tree: Path) -> None:
     digest = tree / "model-a" / "digest" / "stub-pgd.json.gz"
     doc = json.loads(gzip.decompress(digest.read_bytes()))
-    flags = doc["datasets"]["alpha"]["clean_correct"]
-    doc["datasets"]["alpha"]["clean_correct"] = ("0" if flags[0] == "1" else "1") + flags[1:]
+    flags = doc["datasets"]["cifar10"]["clean_correct"]
+    doc["datasets"]["cifar10"]["clean_correct"] = ("0" if flags[0] == "1" else "1") + flags[1:]
     digest.write_bytes(gzip.compress(json.dumps(doc).encode()))
-    assert _errors_at(validate_submissions(tree), "model-a/results/stub-pgd.json", "datasets.alpha.clean_acc")
+    assert _errors_at(
+        validate_submissions(tree), "model-a/results/stub-pgd.json", "datasets.cifar10.clean_acc"
+    )
     digest.unlink()
     assert _errors_at(validate_submissions(tree), "model-a/digest/stub-pgd.json.gz", "")
 

@@ -3,53 +3,173 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
+from pathlib import Path
 
 import pytest
 
 from zsrobust_bench.attacks.registry import build_attacks
 from zsrobust_bench.errors import ZSBenchError
 from zsrobust_bench.protocols import (
-    SUPERSEDED,
+    AttackStep,
+    Norm,
+    Precision,
+    Protocol,
+    add_protocol_dir,
     all_protocol_versions,
     apply_overrides,
     eps_label,
     get_protocol,
     list_protocols,
+    lookup_protocol,
     parse_eps,
+    reported_protocols,
+    superseded,
 )
 from zsrobust_bench.protocols_cli import COLUMNS, register_cli
 
-# A frozen protocol never changes: editing any parameter must come with a new version (and a new
-# line here). If this test fails because a fingerprint changed, the parameters of an existing
-# version changed: restore them, or bump `version` of the protocol (keeping the old one in
-# protocols.SUPERSEDED) and pin the new version. Every version ever released stays pinned.
-FROZEN = {
-    ("tecoa-pgd", 1): "40c7cba46528449e4a1d80667f1c226c240e9ef800eb8a19bdbb173643aefe98",
-    ("tecoa-cw", 1): "3ae7e07da273f51bb7fd4679d4208666bbaeeef028dcab219210a5d8b5791cfa",
-    ("fare-aa", 1): "635c5efd9d3050a1cd653775d747f254df26cc4f34589eba6e14ca695ce99220",
-    ("aa-standard", 1): "b3c0d1ad14d08746f71efc98ae401d49ceb268ae6b518260626341b2533f44c0",
-    ("clean", 1): "8277233173e9a8442581b96c96f6b4b21ad667b9de18dfefdc74da236da787ad",
-    ("synthetic-pgd", 1): "4d59a5a43409fa8674bda6e47108d88a92b5f82b0d39e462b45ba8e5c9192de1",
+REPO = Path(__file__).resolve().parents[1]
+
+# Every protocol version ever released, in release order: (name, version, fingerprint, link). A released
+# version never changes: changing any parameter means a new file `<name>-v<N+1>.yaml` (the old file
+# stays) and a new LAST row here, with an empty link; the failing test then prints the link to write.
+# `link` chains each row to every row before it, so a row edited in place (a parameter changed and the
+# new fingerprint pasted over the old one) breaks the chain instead of passing. Never edit a row.
+Row = tuple[str, int, str, str]
+RELEASED: list[Row] = [
+    ("tecoa-pgd", 1, "40c7cba46528449e4a1d80667f1c226c240e9ef800eb8a19bdbb173643aefe98", "a5432f73a503a81c"),
+    ("tecoa-cw", 1, "3ae7e07da273f51bb7fd4679d4208666bbaeeef028dcab219210a5d8b5791cfa", "53ff148a404428cd"),
+    ("fare-aa", 1, "635c5efd9d3050a1cd653775d747f254df26cc4f34589eba6e14ca695ce99220", "59e991ea23397c88"),
+    (
+        "aa-standard",
+        1,
+        "b3c0d1ad14d08746f71efc98ae401d49ceb268ae6b518260626341b2533f44c0",
+        "4629396d0940cae6",
+    ),
+    ("clean", 1, "8277233173e9a8442581b96c96f6b4b21ad667b9de18dfefdc74da236da787ad", "0c2384091fad51d8"),
+    (
+        "synthetic-pgd",
+        1,
+        "4d59a5a43409fa8674bda6e47108d88a92b5f82b0d39e462b45ba8e5c9192de1",
+        "2f460d80cc04afe4",
+    ),
     # issue 15: TeCoA's Resize(256)+CenterCrop(224) declared; fare-aa as FARE calls AutoAttack
-    ("tecoa-pgd", 2): "c977909d7888c1e606fabe6afcb85e807e8038207989cdd3983e55bb27a5a641",
-    ("tecoa-cw", 2): "5e4f1aca85bd27b7783cc2023fde8684143392f97f973b5af3e7b05a39499d04",
-    ("fare-aa", 2): "24854135b2a738a5ebe7c00b8b89a7d63c8ef5c82ce18acadf9e69f83e4ea50e",
-    ("aa-standard", 2): "95e5cd50d6759bbeb314a1c7963615da634974665820c01f8e4e7872633db3ee",
-    ("synthetic-aa", 1): "5d616a41bd612ef98a6445b5ae63b6c07c58303e9a79faac47ad5160cb0a98fd",
-}
+    ("tecoa-pgd", 2, "c977909d7888c1e606fabe6afcb85e807e8038207989cdd3983e55bb27a5a641", "6a48495c0c9ec547"),
+    ("tecoa-cw", 2, "5e4f1aca85bd27b7783cc2023fde8684143392f97f973b5af3e7b05a39499d04", "718ae1649ffc94f5"),
+    ("fare-aa", 2, "24854135b2a738a5ebe7c00b8b89a7d63c8ef5c82ce18acadf9e69f83e4ea50e", "95d1e419d297daab"),
+    (
+        "aa-standard",
+        2,
+        "95e5cd50d6759bbeb314a1c7963615da634974665820c01f8e4e7872633db3ee",
+        "885cd6505e861281",
+    ),
+    (
+        "synthetic-aa",
+        1,
+        "5d616a41bd612ef98a6445b5ae63b6c07c58303e9a79faac47ad5160cb0a98fd",
+        "9c2ae1721fdb1764",
+    ),
+]
+FINGERPRINT = {(name, version): fp for name, version, fp, _ in RELEASED}
 
 
-def test_frozen_fingerprints():
-    """Every version (current and superseded) keeps its pinned fingerprint; no version is unpinned."""
-    assert {(p.name, p.version): p.fingerprint() for p in all_protocol_versions()} == FROZEN
+def _link(previous: str, name: str, version: int, fingerprint: str) -> str:
+    return hashlib.sha256(f"{previous} {name} {version} {fingerprint}".encode()).hexdigest()[:16]
+
+
+def released_problems(protocols: list[Protocol], released: list[Row]) -> list[str]:
+    """Why the registered versions `protocols` and the ledger `released` disagree; empty when they agree."""
+    problems = []
+    previous = ""
+    for i, (name, version, fp, link) in enumerate(released):
+        expected = _link(previous, name, version, fp)
+        if link != expected:
+            if i == len(released) - 1 and not link:
+                problems.append(f"new row {name} v{version}: write its link {expected!r}")
+            else:
+                problems.append(
+                    f"row {i} ({name} v{version}) of RELEASED was changed: released rows never change; "
+                    f"restore the row and {name}-v{version}.yaml, and write the change as a new version"
+                )
+        previous = link
+    produced = {(p.name, p.version): p.fingerprint() for p in protocols}
+    rows = [(name, version) for name, version, _, _ in released]
+    problems += [
+        f"{n} v{v} has {rows.count((n, v))} rows in RELEASED" for n, v in set(rows) if rows.count((n, v)) > 1
+    ]
+    problems += [
+        f"{name} v{version} was released with fingerprint {fp[:12]}, which its file no longer gives: restore "
+        f"{name}-v{version}.yaml and write the change as a new version"
+        for name, version, fp, _ in released
+        if produced.get((name, version), fp) != fp
+    ]
+    problems += [f"{n} v{v}: released, but no protocol file has it" for n, v in set(rows) - set(produced)]
+    problems += [
+        f"{n} v{v} (fingerprint {produced[(n, v)]}) is not released: add it as the last row of RELEASED"
+        for n, v in sorted(set(produced) - set(rows))
+    ]
+    return problems
+
+
+def test_released_versions_are_unchanged():
+    """Every registered version is released once, with the fingerprint its file gives; the ledger is intact."""
+    assert released_problems(all_protocol_versions(), RELEASED) == []
+
+
+def _edited_tecoa_pgd() -> tuple[Protocol, Protocol]:
+    current = get_protocol("tecoa-pgd")
+    step = AttackStep(current.attacks[0].name, {**current.attacks[0].params, "steps": 50})
+    return current, dataclasses.replace(current, attacks=(step,))
+
+
+def test_a_parameter_change_needs_a_new_version():
+    """Editing a released version fails, also after its new fingerprint is pasted over the old one; the same
+    change as a new version (old file kept, one row appended) passes."""
+    current, edited = _edited_tecoa_pgd()
+    others = [p for p in all_protocol_versions() if p is not current]
+    assert any("tecoa-pgd v2 was released" in m for m in released_problems([*others, edited], RELEASED))
+    pasted = [
+        (n, v, edited.fingerprint() if (n, v) == ("tecoa-pgd", 2) else fp, link)
+        for n, v, fp, link in RELEASED
+    ]
+    assert any("RELEASED was changed" in m for m in released_problems([*others, edited], pasted))
+    bumped = dataclasses.replace(edited, version=3)
+    appended = [*RELEASED, ("tecoa-pgd", 3, bumped.fingerprint(), "")]
+    (hint,) = released_problems([*others, current, bumped], appended)
+    link = hint.split("'")[1]
+    appended[-1] = ("tecoa-pgd", 3, bumped.fingerprint(), link)
+    assert released_problems([*others, current, bumped], appended) == []
+    assert released_problems([*others, bumped], appended)  # the old version's file must stay
+
+
+def test_committed_results_pin_their_versions():
+    """Results committed under a version recorded its parameters; the version's file still gives them."""
+    checked = 0
+    for path in sorted(REPO.glob("submissions/*/results/*.json")):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        proto = doc.get("protocol") or {}
+        if "params" not in proto or proto.get("custom"):
+            continue  # reported results record no parameters
+        frozen = json.loads(json.dumps(get_protocol(proto["name"], proto["version"]).params()))
+        recorded = {k: v for k, v in proto["params"].items() if k != "attack_backend"}
+        assert recorded == {k: v for k, v in frozen.items() if k != "attack_backend"}, path
+        checked += 1
+    assert checked >= 2
 
 
 def test_superseded_versions_are_kept_and_distinct():
-    for old in SUPERSEDED:
+    for old in superseded():
         current = get_protocol(old.name)
         assert old.version < current.version and get_protocol(old.name, old.version) is old
         assert old.fingerprint() != current.fingerprint()
+    assert {(p.name, p.version) for p in superseded()} == {
+        ("tecoa-pgd", 1),
+        ("tecoa-cw", 1),
+        ("fare-aa", 1),
+        ("aa-standard", 1),
+    }
     with pytest.raises(ZSBenchError, match="has no version 7"):
         get_protocol("tecoa-pgd", 7)
 
@@ -180,12 +300,12 @@ def test_cli_list_json_rows(capsys):
         assert set(COLUMNS) <= set(row)
         proto = get_protocol(row["name"])
         assert row["params"] == json.loads(json.dumps(proto.params()))
-        assert row["fingerprint"] == FROZEN[(proto.name, proto.version)]
+        assert row["fingerprint"] == FINGERPRINT[(proto.name, proto.version)]
 
 
 def test_cli_show(capsys):
     out = _cli(["protocols", "show", "aa-standard"], capsys)
-    assert "fab-t(n_iter=100" in out and "fingerprint: " + FROZEN[("aa-standard", 2)] in out
+    assert "fab-t(n_iter=100" in out and "fingerprint: " + FINGERPRINT[("aa-standard", 2)] in out
     row = json.loads(_cli(["protocols", "show", "fare-aa", "--json"], capsys))
     assert row["threat"] == "Linf 2/255, 4/255" and row["templates"] == "clip"
 
@@ -229,3 +349,108 @@ def test_cli_list_shows_each_protocols_preprocessing(capsys):
     assert "Resize(model, bicubic) + CenterCrop(model) (default)" in rows["clean"]["preprocess"]
     old = json.loads(_cli(["protocols", "show", "fare-aa", "--version", "1", "--json"], capsys))
     assert old["version"] == 1 and old["params"]["attacks"][0]["n_restarts"] == 1
+
+
+@pytest.fixture
+def user_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty directory for a user's protocol files; the registry forgets what the test adds."""
+    from zsrobust_bench.protocols import registry
+
+    monkeypatch.setattr(registry, "_ADDED", {})
+    return tmp_path
+
+
+def _shipped(name: str) -> str:
+    return (REPO / "zsrobust_bench" / "protocols" / "defs" / f"{name}.yaml").read_text(encoding="utf-8")
+
+
+def test_add_protocol_dir_registers_a_users_files(user_dir: Path):
+    text = _shipped("synthetic-pgd-v1").replace("name: synthetic-pgd\n", "name: my-pgd\n")
+    (user_dir / "my-pgd-v1.yaml").write_text(text.replace("samples: 500\n", "samples: 7\n"))
+    (user_dir / "my-pgd-v2.yaml").write_text(text.replace("version: 1\n", "version: 2\n"))
+    (added_v1, added_v2) = add_protocol_dir(user_dir)
+    assert get_protocol("my-pgd") == added_v2 and get_protocol("my-pgd", 1).samples == 7
+    assert [p.name for p in superseded()].count("my-pgd") == 1
+    info = lookup_protocol("my-pgd", 1)
+    assert info is not None and info.superseded_by == 2 and info.synthetic and info.slug == "my-pgd-v1"
+    with pytest.raises(ZSBenchError, match="my-pgd' version 1 is already registered"):
+        add_protocol_dir(user_dir)
+
+
+@pytest.mark.parametrize(
+    ("file", "edit", "message"),
+    [
+        ("clean-v1.yaml", lambda t: t, "'clean' version 1 is already registered"),
+        ("mine-v3.yaml", lambda t: t.replace("name: clean", "name: mine"), "must be named mine-v1.yaml"),
+        (
+            "mine-v1.yaml",
+            lambda t: t.replace("name: clean", "name: mine") + "steps: 3\n",
+            "unknown keys steps",
+        ),
+        (
+            "mine-v1.yaml",
+            lambda t: t.replace("name: clean", "name: mine").replace("kind: registered", ""),
+            "kind",
+        ),
+        (
+            "mine-v1.yaml",
+            lambda t: t.replace("name: clean", "name: mine").replace("norm: none", "norm: L1"),
+            "norm must",
+        ),
+        (
+            "mine-v1.yaml",
+            lambda t: t.replace("name: clean", "name: mine").replace("precision: fp32", "precision: fp8"),
+            "precision must",
+        ),
+        (
+            "mine-v1.yaml",
+            lambda t: t.replace("name: clean", "name: mine").replace("samples: null\n", ""),
+            "needs 'samples'",
+        ),
+    ],
+)
+def test_bad_protocol_files_fail_clearly(user_dir: Path, file: str, edit, message: str):
+    (user_dir / file).write_text(edit(_shipped("clean-v1")))
+    with pytest.raises(ZSBenchError, match=message):
+        add_protocol_dir(user_dir)
+
+
+def test_reported_files_share_the_registry(user_dir: Path):
+    reported = reported_protocols()
+    assert set(reported) == {"tecoa-readme", "fare-paper", "tga-zsr-paper", "tga-zsr-paper-aa"}
+    fare = reported["fare-paper"]
+    assert fare.kind == "reported" and fare.version == 2 and fare.primary_eps == "2/255"
+    assert fare.source_url == "https://arxiv.org/abs/2402.12336" and lookup_protocol("fare-paper", 1) is None
+    with pytest.raises(ZSBenchError, match="unknown protocol 'fare-paper'"):
+        get_protocol("fare-paper")  # reported protocols are never run
+    text = _shipped("tecoa-readme-v1")
+    (user_dir / "tecoa-readme-v2.yaml").write_text(
+        text.replace("version: 1", "version: 2").replace("[1/255]", "[0.00392156862745098]")
+    )
+    with pytest.raises(ZSBenchError, match="eps labels must be written as eps_label writes them"):
+        add_protocol_dir(user_dir)
+    (user_dir / "tecoa-readme-v2.yaml").unlink()
+    (user_dir / "tecoa-pgd-v3.yaml").write_text(
+        text.replace("name: tecoa-readme", "name: tecoa-pgd").replace("version: 1", "version: 3")
+    )
+    with pytest.raises(ZSBenchError, match="cannot be both registered and reported"):
+        add_protocol_dir(user_dir)
+
+
+def test_norm_and_precision_are_enums_from_the_boundary():
+    pgd = get_protocol("tecoa-pgd")
+    assert (
+        pgd.norm is Norm.LINF and pgd.precision is Precision.FP32 and get_protocol("clean").norm is Norm.NONE
+    )
+    assert json.dumps(pgd.params()["norm"]) == '"Linf"' and f"{pgd.norm}" == "Linf"
+    new, _ = apply_overrides(pgd, {"norm": "L2", "precision": "bf16"})
+    assert new.norm is Norm.L2 and new.precision is Precision.BF16
+    with pytest.raises(ZSBenchError, match="norm must be one of"):
+        dataclasses.replace(pgd, norm="l-inf")
+
+
+def test_one_eps_label():
+    """One eps module: 0 is '0/255' like every other multiple of 1/255, and labels parse back."""
+    assert eps_label(0.0) == "0/255" and parse_eps("0/255") == 0.0
+    for eps in (0.0, 1 / 255, 2 / 255, 4 / 255, 0.5, 0.031):
+        assert parse_eps(eps_label(eps)) == pytest.approx(eps)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from leaderboard_support import install_stub_registry, make_run
+from leaderboard_support import make_run, register_test_protocols
 from safetensors.torch import save as st_save
 from security_payloads import (
     TINY,
@@ -113,7 +113,7 @@ def test_submission_tokenizer_payload_is_refused_by_validate_and_recheck(
     tmp_path, tiny_bytes, monkeypatch, capsys, no_network, text_cfg, key
 ):
     monkeypatch.chdir(tmp_path)
-    install_stub_registry(monkeypatch)
+    register_test_protocols(monkeypatch)
     run, entry, marker = _evil_entry(tmp_path, tiny_bytes, tiny(**text_cfg))
     argv = ["leaderboard", "validate", "--recheck", "4", "--checkpoint", str(run / "model.safetensors")]
     assert main([*argv, str(entry)]) == 1
@@ -153,7 +153,7 @@ def test_loader_refuses_the_payload_even_with_the_custom_tokenizer_flag(tmp_path
 
 def test_results_file_cannot_point_the_recheck_outside_the_entry(tmp_path, tiny_bytes, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    install_stub_registry(monkeypatch)
+    register_test_protocols(monkeypatch)
     run, entry, _ = _evil_entry(tmp_path, tiny_bytes, TINY)
     outside = tmp_path / "outside.json"
     outside.write_text(json.dumps(TINY))

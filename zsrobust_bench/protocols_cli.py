@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .protocols import Protocol, eps_label, get_protocol, list_protocols
+from .protocols.registry import PIXEL_PARAMS
 
 COLUMNS = (
     "name",
@@ -21,9 +22,6 @@ COLUMNS = (
     "precision",
     "seed",
 )
-
-
-PIXEL_PARAMS = ("step_size",)  # radii in pixel units, shown as k/255
 
 
 def _value(key: str, v: Any) -> str:

@@ -30,10 +30,10 @@ from pyautoattack.fab_pt import FABAttack_PT
 from pyautoattack.square import SquareAttack
 from torch import nn
 
+from ..protocols.enums import ATTACK_NORMS
 from .base import BatchAttack
 from .loop import eval_mode
 
-NORMS = ("Linf", "L2")
 _LOGGER_NAME = "zsrobust_bench.autoattack"
 
 
@@ -79,8 +79,10 @@ class PyAutoAttackAdapter(BatchAttack):
 
     def __init__(self, eps: float, num_classes: int, norm: str = "Linf") -> None:
         super().__init__(eps)
-        if norm not in NORMS:
-            raise ValueError(f"{self.name}: norm must be one of {NORMS}, got {norm!r}")
+        if norm not in ATTACK_NORMS:
+            raise ValueError(
+                f"{self.name}: norm must be one of {[str(n) for n in ATTACK_NORMS]}, got {norm!r}"
+            )
         if num_classes < 2:
             raise ValueError(f"{self.name}: needs at least 2 classes, got {num_classes}")
         self.norm = norm

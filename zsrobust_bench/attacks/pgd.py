@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..protocols.enums import ATTACK_NORMS
 from .base import PoolState, StepwiseAttack, sample_generator
 from .losses import LOSS_REDUCTION, get_loss
 
@@ -59,7 +60,7 @@ class PGD(StepwiseAttack):
         step_fraction: float | None = None,
     ) -> None:
         super().__init__(eps)
-        if norm not in ("Linf", "L2"):
+        if norm not in ATTACK_NORMS:
             raise ValueError(f"PGD norm must be Linf or L2, got {norm!r}")
         if steps < 0 or restarts < 1:
             raise ValueError("PGD needs steps >= 0 and restarts >= 1")

@@ -6,8 +6,8 @@ import html
 import re
 from typing import Any
 
+from ..protocols import ProtocolInfo, eps_label, lookup_protocol
 from .entries import EVALUATED, REPORTED
-from .protocols_ref import ProtocolInfo, RegistryUnavailable, eps_label, lookup_protocol
 from .schema import REPORTED_SCHEMA
 from .scores import scores_of
 from .tables import Cell, Row, Table, cells, headers, make_table, numeric_columns
@@ -94,10 +94,7 @@ def _row_from_results(doc: dict[str, Any], name: str) -> Row:
 
 def display_protocol(name: str, version: int) -> ProtocolInfo:
     """Protocol facts for display; a bare description when no registry knows the name."""
-    try:
-        info = lookup_protocol(name, version)
-    except RegistryUnavailable:
-        info = None
+    info = lookup_protocol(name, version)
     return info or ProtocolInfo(name=name, version=version, kind="registered", title=name, description="")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .protocols_ref import eps_label, eps_value
+from ..protocols import eps_label, parse_eps
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ def _robust_map(block: dict[str, Any], first: str | None) -> dict[str, float | N
 
 
 def _sorted_labels(labels: set[str]) -> tuple[str, ...]:
-    return tuple(sorted(labels, key=lambda s: (eps_value(s), s)))
+    return tuple(sorted(labels, key=lambda s: (parse_eps(s), s)))
 
 
 def scores_from_evaluated(doc: dict[str, Any]) -> Scores:

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..protocols import Norm, ProtocolInfo, eps_label, lookup_protocol, parse_eps
 from .entries import EVALUATED, Entry, ResultsFile
 from .paths import CARD_FILE
-from .protocols_ref import ProtocolInfo, eps_label, eps_value, lookup_protocol
 from .scores import Scores, scores_of
 
 KIND_ORDER = {"registered": 0, "reported": 1}
@@ -78,7 +78,7 @@ def trained_for(card: dict[str, Any] | None) -> str:
     threat = (card or {}).get("threat_model")
     if not isinstance(threat, dict):
         return "not stated"
-    if threat.get("norm") == "none":
+    if threat.get("norm") == Norm.NONE:
         return "none"
     return f"{threat.get('norm')} {threat.get('eps', '')}".strip()
 
@@ -118,7 +118,7 @@ def row_for(entry: Entry, rf: ResultsFile, out_dir: Path) -> Row:
 
 def make_table(info: ProtocolInfo, rows: list[Row], first_eps: str | None = None) -> Table:
     """Rank rows and pick the columns: eps present in any row, datasets in the protocol's order."""
-    eps = tuple(sorted({e for r in rows for e in r.scores.eps}, key=lambda s: (eps_value(s), s)))
+    eps = tuple(sorted({e for r in rows for e in r.scores.eps}, key=lambda s: (parse_eps(s), s)))
     primary = info.primary_eps if info.primary_eps in eps else (first_eps if first_eps in eps else None)
     if primary is None and eps:
         primary = eps[0]

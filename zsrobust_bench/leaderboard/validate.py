@@ -10,11 +10,11 @@ from typing import Any
 from ..engine.records import RECORD_FIELDS
 from ..errors import SubmissionError
 from ..fileio import sha256_file
+from ..protocols import ATTACK_NORMS, Protocol, ProtocolInfo, eps_label, find_protocol, lookup_protocol
 from .digest import accuracy, decode_digest
 from .entries import EVALUATED, Entry, ResultsFile, load_tree
 from .paths import CARD_FILE, DIGEST_DIR, RESULTS_DIR, normalized_id
 from .problems import Problem
-from .protocols_ref import ProtocolInfo, RegistryUnavailable, _get_registered, eps_label, lookup_protocol
 from .recheck_inputs import arch_file_problems, card_checkpoint
 from .schema import DIGEST_SCHEMA, schema_problems
 from .scores import scores_from_reported
@@ -122,10 +122,7 @@ def protocol_problems(rf: ResultsFile) -> tuple[ProtocolInfo | None, list[Proble
         problems.append(
             Problem(f, "protocol.name", f"is {proto['name']!r} but the file is named {rf.path.name!r}")
         )
-    try:
-        info = lookup_protocol(proto["name"])
-    except RegistryUnavailable as exc:
-        return None, [*problems, Problem(f, "protocol.name", exc.message)]
+    info = lookup_protocol(proto["name"])
     if info is None:
         return None, [
             *problems,
@@ -346,14 +343,10 @@ def _selection_problems(
     from ..data.subsets import protocol_indices
     from ..data.userfolder import is_user_folder
     from ..errors import ZSBenchError
-    from ..protocols import Protocol
 
-    try:
-        proto = _get_registered(rf.protocol)
-    except RegistryUnavailable:
-        return []  # protocol_problems reports it
+    proto = find_protocol(rf.protocol)
     if not isinstance(proto, Protocol) or rf.doc["protocol"].get("custom"):
-        return []  # unknown or custom protocols are refused by protocol_problems
+        return []  # unknown, reported-only or custom protocols are refused by protocol_problems
     field = f"datasets.{name}"
     canonical, size = name, None
     if not is_user_folder(name):
@@ -464,7 +457,7 @@ def _card_problems(entry: Entry) -> list[Problem]:
     if card.get("id") != entry.id:
         problems.append(Problem(f, "id", f"is {card.get('id')!r} but the entry folder is {entry.id!r}"))
     threat = card.get("threat_model")
-    if isinstance(threat, dict) and threat.get("norm") in ("Linf", "L2") and not threat.get("eps"):
+    if isinstance(threat, dict) and threat.get("norm") in ATTACK_NORMS and not threat.get("eps"):
         problems.append(Problem(f, "threat_model.eps", f"is required for norm {threat['norm']}"))
     ckpt = card.get("checkpoint") if isinstance(card.get("checkpoint"), dict) else {}
     try:
