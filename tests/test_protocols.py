@@ -328,6 +328,16 @@ def test_readme_protocol_table_is_the_registry():
     assert "`fare-aa` | 2 |" in block and "APGD-CE (100 it, 5 restarts)" in block
 
 
+def test_listing_order_names_every_shipped_protocol_once():
+    """defs/ORDER.txt (release order, what `protocols list` shows) names each shipped protocol exactly once."""
+    from zsrobust_bench.protocols.registry import _listing_order
+
+    order = _listing_order()
+    assert len(order) == len(set(order))
+    assert set(order) == {p.name for p in list_protocols()}
+    assert [p.name for p in list_protocols()] == order
+
+
 def test_cli_list_shows_each_protocols_preprocessing(capsys):
     out = _cli(["protocols", "list"], capsys)
     assert "PREPROCESS" in out.splitlines()[0] and "Resize(256, bilinear) + CenterCrop(224)" in out

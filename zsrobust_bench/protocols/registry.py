@@ -222,10 +222,17 @@ def all_protocol_versions() -> list[Protocol]:
     return [e for e in _table().values() if isinstance(e, Protocol)]
 
 
+def _listing_order() -> list[str]:
+    """Shipped protocol names in release order (defs/ORDER.txt), the order `zsbench protocols list` shows."""
+    text = (_shipped_dir() / "ORDER.txt").read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
 def list_protocols() -> list[Protocol]:
-    """The current version of every registered protocol, by name."""
-    names = sorted({p.name for p in all_protocol_versions()})
-    return [get_protocol(n) for n in names]
+    """The current version of every registered protocol: shipped ones in release order, then users' by name."""
+    names = {p.name for p in all_protocol_versions()}
+    shipped = [n for n in _listing_order() if n in names]
+    return [get_protocol(n) for n in shipped + sorted(names - set(shipped))]
 
 
 def superseded() -> list[Protocol]:
