@@ -18,9 +18,10 @@ from cases import Task, run_engine
 from pyautoattack import AutoAttack
 from torch import nn
 
-from zsrobust_bench.attacks.autoattack import n_targets, preserved_rng
+from zsrobust_bench.attacks.autoattack import preserved_rng
 from zsrobust_bench.attacks.loop import eval_mode
 from zsrobust_bench.attacks.registry import build_attacks
+from zsrobust_bench.attacks.settings import n_targets
 from zsrobust_bench.engine.plan import EngineConfig, EpsAttacks
 
 # fare-aa-style schedule (FARE = AutoAttack version='custom' defaults, pyautoattack/autoattack.py)

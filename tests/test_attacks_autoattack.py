@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from attack_toys import CLIP_MEAN, CLIP_STD, ToyZeroShot, batch, one_thread  # noqa: F401
+from attack_toys import CLIP_MEAN, CLIP_STD, Quantized, ToyZeroShot, batch, one_thread  # noqa: F401
 from pyautoattack.autopgd_base import APGDAttack_targeted
 
 from zsrobust_bench.attacks.autoattack import APGD, APGDTargeted, FABTargeted, Square, reference_autoattack
@@ -178,3 +178,61 @@ def test_adapter_empty_batch_and_bad_labels():
     assert broken.shape == (0,) and x_adv.shape == (0, 3, 8, 8)
     with pytest.raises(ValueError, match="labels outside"):
         attack.run(model, torch.rand(2, 3, 8, 8), torch.tensor([0, 10]), torch.arange(2), 0)
+
+
+def test_zero_gradient_warnings_are_kept_until_drained():
+    """pyautoattack checks the start gradient of every APGD run on a DLR loss and logs a warning when a
+    sample's is exactly zero; the adapter keeps each one until drained (the evaluation records them
+    in the sanity checks). A piecewise-constant model: 8 points, one warning per target; nothing
+    breaks, so every target runs. APGD-CE is not checked by the reference (CE saturates honestly)."""
+    model = Quantized(ToyZeroShot(10, seed=4))
+    x, y = batch(model, 8, 10, seed=3)
+    targeted = APGDTargeted(2 / 255, 10, n_iter=5, n_target_classes=3)
+    broken, _ = targeted.run(model, x, y, torch.arange(8), seed=0)
+    warned = targeted.drain_warnings()
+    assert not bool(broken.any())
+    assert len(warned) == 3 and all(w.startswith("there are 8 points with zero gradient!") for w in warned)
+    assert targeted.drain_warnings() == []
+    ce = APGD(2 / 255, 10, n_iter=5)
+    ce.run(model, x, y, torch.arange(8), seed=0)
+    assert ce.drain_warnings() == []
+    smooth = ToyZeroShot(10, seed=4)
+    targeted.run(smooth, *batch(smooth, 8, 10, seed=3), torch.arange(8), seed=0)
+    assert targeted.drain_warnings() == []
+
+
+def test_settings_reach_results_and_reference_once():
+    """Each adapter's settings (declared once, attacks.settings) give both the recorded params, in a
+    fixed order, and the attributes of the pyautoattack object it runs; a target count is recorded as
+    used and as requested, and text from an override is coerced to the declared type."""
+    import logging
+
+    fab = build_attack("fab-t", 1 / 255, 5, n_iter="7", eta=2)
+    expected = {
+        "attack": "fab-t",
+        "implementation": fab.params()["implementation"],
+        "norm": "Linf",
+        "eps": 1 / 255,
+        "num_classes": 5,
+        "targeted": True,
+        "n_iter": 7,
+        "n_restarts": 1,
+        "n_target_classes": 4,
+        "n_target_classes_requested": 9,
+        "alpha_max": 0.1,
+        "eta": 2.0,
+        "beta": 0.9,
+    }
+    assert fab.params() == expected and list(fab.params()) == list(expected)
+    ref = fab._reference(ToyZeroShot(5), 3, torch.device("cpu"), logging.getLogger("t"))
+    assert (ref.n_iter, ref.n_target_classes, ref.eta, ref.targeted, ref.seed) == (7, 4, 2.0, True, 3)
+    square = build_attack("square", 1 / 255, 5, n_queries=50, rescale_schedule=True)
+    assert list(square.params())[5:] == ["loss", "n_queries", "p_init", "n_restarts", "rescale_schedule"]
+    ref = square._reference(ToyZeroShot(5), 0, torch.device("cpu"), logging.getLogger("t"))
+    assert (ref.n_queries, ref.rescale_schedule, ref.loss) == (50, True, "margin")
+    apgd_t = build_attack("apgd-t", 1 / 255, 5, n_target_classes=2, rho=1)
+    ref = apgd_t._reference(ToyZeroShot(5), 0, torch.device("cpu"), logging.getLogger("t"))
+    assert (ref.n_target_classes, ref.thr_decr, ref.loss, ref.logger.name) == (2, 1.0, "dlr-targeted", "t")
+    assert apgd_t.params()["loss"] == "dlr-targeted" and apgd_t.params()["rho"] == 1.0
+    with pytest.raises(ValueError, match="n_target_classes must be >= 1"):
+        build_attack("fab-t", 1 / 255, 5, n_target_classes=0)

@@ -71,7 +71,7 @@ def test_fp32_sum_is_at_least_as_strong_as_fp16_mean():
 
 def test_low_precision_refused_on_cpu():
     model, x, y = ToyZeroShot(10), *batch(ToyZeroShot(10), 4, 10)
-    with pytest.raises(ValueError, match="only allowed on CUDA"):
+    with pytest.raises(ValueError, match="only supported on CUDA"):
         precision_check(model, x, y, eps=1 / 255, precision="bf16")
     with pytest.raises(ValueError, match="unknown precision"):
         precision_check(model, x, y, eps=1 / 255, precision="fp8")

@@ -21,6 +21,7 @@ from zsrobust_bench.cli import main
 from zsrobust_bench.data import synthetic
 from zsrobust_bench.errors import ZSBenchError
 from zsrobust_bench.evaluate import evaluate
+from zsrobust_bench.models import load_model
 
 SCHEMA = json.loads(resources.files("zsrobust_bench").joinpath("schemas/results-1.json").read_text())
 
@@ -224,3 +225,50 @@ def test_records_carry_per_sample_outcomes(demo_model, tmp_path):
             assert 0 <= r["broken_step"] <= 5
     d = res["datasets"]["synth-pattern"]
     assert d["robust_acc"] == pytest.approx(100 * sum(r["robust_correct"] for r in recs) / 40)
+
+
+class _Rounded(torch.nn.Module):
+    """An image tower fed its input rounded to 1e-3: the same predictions, every input gradient exactly zero."""
+
+    def __init__(self, visual: torch.nn.Module) -> None:
+        super().__init__()
+        self.visual = visual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.visual(torch.round(x * 1000) / 1000)
+
+
+def test_reference_zero_gradient_warnings_reach_the_sanity_checks(tiny_model, tiny_cfg_path, tmp_path):
+    """pyautoattack's zero-gradient warning (one per APGD-T run: one target each, 1 batch, 1 restart)
+    lands in the dataset's sanity checks and fails the run's sanity; a resume reads it back from disk."""
+    path = tmp_path / "tiny.pt"
+    torch.save(tiny_model.state_dict(), path)
+    lm = load_model(str(path), arch=str(tiny_cfg_path))
+    lm.model.visual = _Rounded(lm.model.visual)
+    kw = {
+        "protocol": "synthetic-aa",
+        "attack_backend": "reference",
+        "out": tmp_path / "zero",
+        "overrides": {"samples": 16, "n_iter": 3, "n_restarts": 1},
+        "progress": False,
+    }
+    res = evaluate(str(path), ["synth-shape"], loaded=lm, **kw)
+    d = res["datasets"]["synth-shape"]
+    assert d["robust_acc"] == d["clean_acc"] > 0  # nothing moves
+    checks = {c["check"]: c for c in d["sanity"]}
+    assert list(checks) == ["gradients", "gradient_masking", "attack_warnings"]
+    warned = checks["attack_warnings"]
+    targets = d["attacks"]["4/255"][1]["params"]["n_target_classes"]
+    assert targets == 3 and warned["status"] == "warning"
+    assert warned["warnings"] == targets and warned["by_attack"] == {"apgd-t at 4/255": targets}
+    robust = round(d["n"] * d["robust_acc"] / 100)
+    assert warned["messages"] == [
+        f"there are {robust} points with zero gradient! This might lead to unreliable evaluation with "
+        "gradient-based attacks. See flags_doc.md for details."
+    ]
+    assert not res["sanity"]["passed"]
+    assert f"synth-shape: {warned['message']}" in res["sanity"]["warnings"]
+    assert json.loads((tmp_path / "zero" / "results.json").read_text()) == res
+    jsonschema.validate(res, SCHEMA)
+    again = evaluate(str(path), ["synth-shape"], loaded=lm, **kw)
+    assert again["datasets"] == res["datasets"]

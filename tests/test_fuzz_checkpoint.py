@@ -388,6 +388,7 @@ def _container_target(tmp: Path, tally: Tally):
             try:
                 data = st_save({k: v.contiguous() for k, v in flat.items()})
             except (ValueError, TypeError, RuntimeError):  # safetensors cannot write this dtype or view
+                tally.add("not writable")
                 return
         else:
             data = torch_bytes(obj)
@@ -407,8 +408,8 @@ TARGETS = {
 
 
 def _run(name: str, tmp_path: Path, say, slow: bool) -> Tally:
-    tally = Tally(name)
     marker = tmp_path / "PWNED"
+    tally = Tally(name, markers=(marker,))
     run_bounded(lambda: TARGETS[name](tmp_path, tally, marker), tally, slow, say)
     assert not marker.exists()
     assert tally.cases > 0
@@ -531,12 +532,14 @@ def _model_target(tmp: Path, tally: Tally, sd: dict[str, torch.Tensor], cfg_path
                     kind="full",
                 )
             except (ValueError, TypeError, RuntimeError):
+                tally.add("not writable")
                 return
             arch = None
         elif container == "safetensors":
             try:
                 path.write_bytes(st_save({k: v.contiguous() for k, v in state.items() if v.is_contiguous()}))
             except (ValueError, TypeError, RuntimeError):
+                tally.add("not writable")
                 return
         else:
             torch.save({"epoch": 1, "state_dict": state} if container == "nested" else state, path)

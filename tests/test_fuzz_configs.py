@@ -167,7 +167,7 @@ def _target(tmp: Path, tally: Tally):
 
 def _run(tmp_path: Path, say, monkeypatch: pytest.MonkeyPatch, slow: bool) -> None:
     attempts = install_network_guard(monkeypatch)
-    tally = Tally("hostile model configs through the config gate")
+    tally = Tally("hostile model configs through the config gate", markers=(tmp_path / "MARKER",))
     run_bounded(lambda: _target(tmp_path, tally), tally, slow, say, EXAMPLES)
     assert tally.cases > 0 and not attempts and not (tmp_path / "MARKER").exists()
 

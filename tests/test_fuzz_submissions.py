@@ -224,8 +224,8 @@ TARGETS = {
 
 
 def _run(name: str, tmp_path: Path, say, slow: bool) -> None:
-    tally = Tally(name)
     marker = tmp_path / "PWNED"
+    tally = Tally(name, markers=(marker,))
     run_bounded(lambda: TARGETS[name](tmp_path, tally, marker), tally, slow, say)
     assert not marker.exists()
     assert tally.cases > 0

@@ -214,3 +214,21 @@ def test_problem_text_names_file_and_field() -> None:
     p = Problem("submissions/x/card.yaml", "paper.url", "bad")
     assert str(p) == "error: submissions/x/card.yaml: paper.url: bad"
     assert p.to_dict()["field"] == "paper.url"
+
+
+def test_recorded_attack_warnings_validate(tree: Path) -> None:
+    """A dataset's sanity checks may carry pyautoattack's warnings (sanity.attack_warnings_check); an
+    unknown check name there is an error naming the field."""
+    from zsrobust_bench.sanity import attack_warnings_check
+
+    path = tree / "model-a" / "results" / "stub-pgd.json"
+    doc = load_json(path)
+    fired = [{"attack": "apgd-t", "eps": "1/255", "message": "there are 3 points with zero gradient!"}]
+    doc["datasets"]["alpha"]["sanity"] = [attack_warnings_check(fired)]
+    dump_json(path, doc)
+    assert not errors(validate_submissions(tree))
+    doc["datasets"]["alpha"]["sanity"][0]["check"] = "attack_warning"
+    dump_json(path, doc)
+    assert _errors_at(
+        validate_submissions(tree), "model-a/results/stub-pgd.json", "datasets.alpha.sanity.0.check"
+    )

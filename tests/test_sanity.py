@@ -18,7 +18,14 @@ from attack_toys import (  # noqa: F401
 
 from zsrobust_bench.attacks.loop import run_stepwise
 from zsrobust_bench.attacks.pgd import PGD
-from zsrobust_bench.sanity import attack_checks, consistency_checks, gradient_check, masking_check
+from zsrobust_bench.sanity import (
+    MAX_MESSAGES,
+    attack_checks,
+    attack_warnings_check,
+    consistency_checks,
+    gradient_check,
+    masking_check,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -141,3 +148,20 @@ def test_consistency_checks():
     # equality is not a violation
     flat = consistency_checks({"d": {"clean_acc": 10.0, "robust_acc": {"1/255": 10.0, "2/255": 10.0}}})
     assert all(r["status"] == "ok" for r in flat)
+
+
+def test_attack_warnings_check_counts_by_attack_and_keeps_distinct_texts():
+    """Nothing fired: no record (a clean run's results stay as they were); otherwise one warning with
+    the count per attack and eps and the first distinct messages."""
+    assert attack_warnings_check([]) is None
+    fired = [
+        {"attack": "apgd-t", "eps": "4/255", "message": f"there are {n} points with zero gradient!"}
+        for n in (8, 8, 3, 1, 2, 4, 5, 6)
+    ] + [{"attack": "apgd-dlr", "eps": "1/255", "message": "there are 8 points with zero gradient!"}]
+    out = attack_warnings_check(fired)
+    assert out["check"] == "attack_warnings" and out["status"] == "warning"
+    assert out["warnings"] == 9
+    assert out["by_attack"] == {"apgd-t at 4/255": 8, "apgd-dlr at 1/255": 1}
+    assert out["messages"] == [f"there are {n} points with zero gradient!" for n in (8, 3, 1, 2, 4)]
+    assert len(out["messages"]) == MAX_MESSAGES
+    assert out["message"].startswith("pyautoattack warned 9 times (apgd-t at 4/255: 8, apgd-dlr at 1/255: 1)")

@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import distributed
+from .attacks.autoattack import PyAutoAttackAdapter
 from .attacks.registry import build_attacks
 from .data.preprocess import Preprocess
 from .data.registry import dataset_spec, expand
@@ -29,7 +31,8 @@ from .fileio import atomic_write_json, atomic_write_text, run_lock, sha256_bytes
 from .models.loader import LoadedModel, load_model
 from .protocols import Protocol, apply_overrides, eps_label, get_protocol, with_backend
 from .provenance import now_iso, provenance
-from .sanity import attack_checks, consistency_checks, reach_checks
+from .request import EvalRequest
+from .sanity import attack_checks, attack_warnings_check, consistency_checks, reach_checks
 from .zeroshot import build_classifier
 
 log = logging.getLogger(__name__)
@@ -112,48 +115,96 @@ def evaluate(
     allow_custom_tokenizer: bool = False,
     attack_backend: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a model under a protocol; writes out/results.json and out/samples/*.jsonl and returns the results.
+    """Evaluate `model` in one call: `run(EvalRequest(...))`; each argument is the `EvalRequest` field of its name."""
+    return run(
+        EvalRequest(
+            model=model,
+            datasets=datasets,
+            protocol=protocol,
+            out=out,
+            arch=arch,
+            pretrained=pretrained,
+            data_root=data_root,
+            indices=indices,
+            seed=seed,
+            device=device,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            shard_size=shard_size,
+            overrides=overrides or {},
+            cache_dir=cache_dir,
+            progress=progress,
+            loaded=loaded,
+            compile=compile,
+            allow_custom_tokenizer=allow_custom_tokenizer,
+            attack_backend=attack_backend,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every dataset of one run shares: the request, the model, the resolved protocol, engine settings, rank."""
+
+    request: EvalRequest
+    lm: LoadedModel
+    proto: Protocol
+    model_info: dict[str, Any]
+    root: Path
+    cfg: EngineConfig
+    rank: int
+    world: int
+
+    @property
+    def show(self) -> bool:
+        """Progress bars: when asked for, on rank 0 only."""
+        return self.request.progress and self.rank == 0
+
+
+def run(request: EvalRequest) -> dict[str, Any]:
+    """Carry out `request`; writes out/results.json and out/samples/*.jsonl and returns the results.
 
     Resumes: shards already written under out/shards/ with the same configuration are reused.
-    `attack_backend` ("engine" or "reference") replaces the protocol's APGD implementation; it is
-    recorded in the protocol params and does not make the run custom.
     """
-    out = Path(out)
-    base = get_protocol(protocol)
-    ov = dict(overrides or {})
-    if seed is not None:
-        ov["seed"] = seed
+    out = request.out
+    base = get_protocol(request.protocol)
+    ov = dict(request.overrides)
+    if request.seed is not None:
+        ov["seed"] = request.seed
     proto, custom = apply_overrides(base, ov)
-    proto = with_backend(proto, attack_backend)
-    if indices is not None:
+    proto = with_backend(proto, request.attack_backend)
+    if request.indices is not None:
         custom = True
     reach = reach_checks(build_plan(proto, REACH_CHECK_CLASSES)[1])
-    names = expand(datasets) if datasets else expand([proto.suite] if proto.suite else [])
+    names = expand(request.datasets) if request.datasets else expand([proto.suite] if proto.suite else [])
     if not names:
         raise ZSBenchError(
             "no datasets to evaluate", f"pass --datasets (protocol {proto.name} has no default suite)"
         )
     from .data.paths import resolve_data_root
 
-    root = resolve_data_root(str(data_root) if data_root is not None else None)
-    rank, world = distributed.init_if_needed(device)
-    device = distributed.local_device(device)
+    root = resolve_data_root(str(request.data_root) if request.data_root is not None else None)
+    rank, world = distributed.init_if_needed(request.device)
+    device = distributed.local_device(request.device)
     _check_precision(proto.precision, device)
-    if shard_size <= 0 or batch_size <= 0:
+    if request.shard_size <= 0 or request.batch_size <= 0:
         raise ZSBenchError("--batch-size and --shard-size must be positive")
     cfg = EngineConfig(
-        batch_size=batch_size,
-        num_workers=num_workers,
+        batch_size=request.batch_size,
+        num_workers=request.num_workers,
         device=device,
         seed=proto.seed,
         precision=proto.precision,
-        compile=compile,
+        compile=request.compile,
     )
     started, t0 = now_iso(), time.time()
     lock = run_lock(out) if rank == 0 else _null_lock(out)
     with lock:
-        lm = loaded or load_model(
-            model, arch=arch, pretrained=pretrained, allow_custom_tokenizer=allow_custom_tokenizer
+        lm = request.loaded or load_model(
+            request.model,
+            arch=request.arch,
+            pretrained=request.pretrained,
+            allow_custom_tokenizer=request.allow_custom_tokenizer,
         )
         for w in lm.warnings:
             if rank == 0:
@@ -164,31 +215,13 @@ def evaluate(
         for p in lm.model.parameters():
             p.requires_grad_(False)
         model_info = {k: v for k, v in lm.info.items() if not k.startswith("_")}
-        per_dataset: dict[str, Any] = {}
-        for name in names:
-            per_dataset[name] = _evaluate_dataset(
-                lm,
-                name,
-                proto,
-                custom,
-                model_info,
-                root,
-                indices,
-                cfg,
-                out,
-                shard_size,
-                cache_dir,
-                progress and rank == 0,
-                rank,
-                world,
-            )
+        ctx = _Context(request, lm, proto, model_info, root, cfg, rank, world)
+        per_dataset: dict[str, Any] = {name: _evaluate_dataset(ctx, name) for name in names}
         distributed.barrier()
         if rank != 0:
             distributed.barrier()  # rank 0 writes results.json, then meets us here
             return json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
-        results = _assemble(
-            model_info, proto, custom, ov, per_dataset, names, cfg, started, time.time() - t0, world, reach
-        )
+        results = _assemble(ctx, custom, ov, per_dataset, names, started, time.time() - t0, reach)
         atomic_write_json(out / "results.json", results)
     distributed.barrier()
     return results
@@ -208,19 +241,13 @@ class _null_lock:
 
 @dataclass
 class _Run:
-    """What every pass over one dataset shares: the model, data, prompts and where shards go."""
+    """What every pass over one dataset shares: the run's context, the data and its prompts."""
 
-    lm: LoadedModel
+    ctx: _Context
     name: str
     ds: Any
     prompt_set: Any
     num_classes: int
-    cfg: EngineConfig
-    shard_size: int
-    cache_dir: str | Path | None
-    show: bool
-    rank: int
-    world: int
 
 
 def _checked_config(shard_dir: Path, run_cfg: dict[str, Any], out: Path, name: str, rank: int) -> None:
@@ -240,33 +267,67 @@ def _checked_config(shard_dir: Path, run_cfg: dict[str, Any], out: Path, name: s
 
 def _run_shards(run: _Run, idx: np.ndarray, plan: list[EpsAttacks], shard_dir: Path, desc: str) -> list[Path]:
     """Evaluate this rank's missing shards of `idx` under `plan`; returns every shard file (in order)."""
-    bounds = shard_bounds(len(idx), run.shard_size)
+    ctx = run.ctx
+    bounds = shard_bounds(len(idx), ctx.request.shard_size)
     shard_files = [shard_dir / f"{s:09d}-{e:09d}.jsonl" for s, e in bounds]
-    mine = [k for k in range(len(bounds)) if k % run.world == run.rank and not shard_files[k].exists()]
+    mine = [k for k in range(len(bounds)) if k % ctx.world == ctx.rank and not shard_files[k].exists()]
     if not mine:
         return shard_files
-    cache = Path(run.cache_dir) if run.cache_dir else None
-    clf = build_classifier(run.lm, run.prompt_set, run.cfg.device, cache)
+    clf = build_classifier(ctx.lm, run.prompt_set, ctx.cfg.device, _cache(ctx))
     total = sum(bounds[k][1] - bounds[k][0] for k in mine)
-    bar = tqdm(total=total, desc=desc, unit="img", disable=not run.show, leave=True, dynamic_ncols=True)
+    bar = tqdm(total=total, desc=desc, unit="img", disable=not ctx.show, leave=True, dynamic_ncols=True)
 
     def write(k: int, recs: list[dict[str, Any]]) -> None:
+        # the shard's warnings first: a shard file on disk means its warnings are on disk too
+        _write_attack_warnings(shard_files[k], plan)
         atomic_write_text(shard_files[k], records_to_jsonl(recs))
 
     specs = [ShardSpec(k, idx[bounds[k][0] : bounds[k][1]]) for k in mine]
     try:
         stats = evaluate_shards(
-            clf, run.ds, specs, plan, run.cfg, write, num_classes=run.num_classes, on_progress=bar.update
+            clf, run.ds, specs, plan, ctx.cfg, write, num_classes=run.num_classes, on_progress=bar.update
         )
     except DataError as exc:
         raise DataError(f"{run.name}: {exc.message}", exc.hint) from exc
     bar.close()
-    distributed.write_engine_stats(shard_dir, run.rank, stats.as_dict())
+    distributed.write_engine_stats(shard_dir, ctx.rank, stats.as_dict())
     return shard_files
 
 
+def _cache(ctx: _Context) -> Path | None:
+    return Path(ctx.request.cache_dir) if ctx.request.cache_dir else None
+
+
+def _warnings_file(shard_file: Path) -> Path:
+    return shard_file.with_suffix(".warnings.json")
+
+
+def _write_attack_warnings(shard_file: Path, plan: list[EpsAttacks]) -> None:
+    """Record what pyautoattack warned while this shard ran (written only when something fired)."""
+    fired = [
+        {"attack": a.name, "eps": eps_label(p.eps), "message": message}
+        for p in plan
+        for a in p.attacks
+        if isinstance(a, PyAutoAttackAdapter)
+        for message in a.drain_warnings()
+    ]
+    if fired:
+        atomic_write_json(_warnings_file(shard_file), fired)
+
+
+def _read_attack_warnings(shard_files: list[Path]) -> list[dict[str, Any]]:
+    """Every warning recorded for these shards, in shard order."""
+    files = [_warnings_file(f) for f in shard_files]
+    return [w for f in files if f.exists() for w in json.loads(f.read_text())]
+
+
 def _choose(
-    ds: Any, name: str, spec: DatasetSpec, proto: Protocol, indices: dict[str, list[int]] | None, n_split: int
+    ds: Any,
+    name: str,
+    spec: DatasetSpec,
+    proto: Protocol,
+    indices: Mapping[str, Sequence[int]] | None,
+    n_split: int,
 ) -> Selection:
     """The evaluated indices: the caller's, or the protocol's selection (data.subsets.evaluation_subset)."""
     if indices is not None and name in indices:
@@ -279,22 +340,10 @@ def _choose(
     )
 
 
-def _evaluate_dataset(
-    lm: LoadedModel,
-    name: str,
-    proto: Protocol,
-    custom: bool,
-    model_info: dict[str, Any],
-    root: Path,
-    indices: dict[str, list[int]] | None,
-    cfg: EngineConfig,
-    out: Path,
-    shard_size: int,
-    cache_dir: str | Path | None,
-    show: bool,
-    rank: int,
-    world: int,
-) -> dict[str, Any]:
+def _evaluate_dataset(ctx: _Context, name: str) -> dict[str, Any]:
+    """Evaluate one dataset (this rank's shards); on rank 0 merge every shard into its summary."""
+    lm, proto, cfg, out, rank = ctx.lm, ctx.proto, ctx.cfg, ctx.request.out, ctx.rank
+    indices, root = ctx.request.indices, ctx.root
     spec = dataset_spec(name)
     key = dataset_key(name)
     preprocess = proto.effective_preprocess()
@@ -309,9 +358,9 @@ def _evaluate_dataset(
     plan, attack_records = build_plan(proto, spec.num_classes)
     labels = [eps_label(e) for e in sorted(proto.eps)]
     run_cfg = {
-        "model_sha256": model_info.get("sha256"),
-        "model_spec": model_info.get("spec"),
-        "pretrained": model_info.get("pretrained"),
+        "model_sha256": ctx.model_info.get("sha256"),
+        "model_spec": ctx.model_info.get("spec"),
+        "pretrained": ctx.model_info.get("pretrained"),
         "arch": lm.arch,
         "protocol": proto.name,
         "version": proto.version,
@@ -319,10 +368,10 @@ def _evaluate_dataset(
         "preprocess": preprocess.as_dict(),
         "dataset": name,
         "subset_sha256": subset_hash,
-        "shard_size": shard_size,
+        "shard_size": ctx.request.shard_size,
         "prompts": sha256_json({"c": list(prompt_set.classnames), "t": list(prompt_set.templates)}),
     }
-    run = _Run(lm, name, ds, prompt_set, spec.num_classes, cfg, shard_size, cache_dir, show, rank, world)
+    run = _Run(ctx, name, ds, prompt_set, spec.num_classes)
     shard_dir = out / "shards" / key
     _checked_config(shard_dir, run_cfg, out, name, rank)
     shard_files = _run_shards(run, idx, plan, shard_dir, name)
@@ -336,7 +385,7 @@ def _evaluate_dataset(
         split_files = _run_shards(run, split_idx, [], split_dir, f"{name} (clean, whole split)")
     if rank == 0 and any(p.attacks for p in plan) and not (shard_dir / "sanity.json").exists():
         # also when a resume finds every shard done: a kill before sanity.json must not lose the checks
-        clf = build_classifier(lm, prompt_set, cfg.device, Path(cache_dir) if cache_dir else None)
+        clf = build_classifier(lm, prompt_set, cfg.device, _cache(ctx))
         _attack_checks(clf, ds, idx, spec.num_classes, proto.seed, shard_dir / "sanity.json", cfg.device)
     distributed.barrier()
     if rank != 0:
@@ -366,8 +415,9 @@ def _evaluate_dataset(
     if engine:
         summary["engine"] = engine
     sanity_path = shard_dir / "sanity.json"
+    warned = attack_warnings_check(_read_attack_warnings(shard_files))
     if sanity_path.exists():
-        summary["sanity"] = json.loads(sanity_path.read_text())
+        summary["sanity"] = json.loads(sanity_path.read_text()) + ([warned] if warned else [])
     return summary
 
 
@@ -393,8 +443,17 @@ def _mean(vals: list[float | None]) -> float | None:
 
 
 def _assemble(
-    model_info, proto, custom, overrides, per_dataset, names, cfg, started, wall, world, reach
+    ctx: _Context,
+    custom: bool,
+    overrides: dict[str, Any],
+    per_dataset: dict[str, Any],
+    names: list[str],
+    started: str,
+    wall: float,
+    reach: list[dict[str, Any]],
 ) -> dict[str, Any]:
+    """The results.json document."""
+    proto, cfg = ctx.proto, ctx.cfg
     labels = [eps_label(e) for e in sorted(proto.eps)]
     means: dict[str, Any] = {
         "clean_acc": _mean([per_dataset[n]["clean_acc"] for n in names]),
@@ -417,7 +476,7 @@ def _assemble(
     sanity = _sanity_summary(per_dataset, reach)
     return {
         "schema": SCHEMA,
-        "model": model_info,
+        "model": ctx.model_info,
         "protocol": {
             "name": proto.name,
             "version": proto.version,
@@ -431,7 +490,7 @@ def _assemble(
         "datasets": per_dataset,
         "means": means,
         "sanity": sanity,
-        "provenance": provenance(cfg.seed, cfg.device, cfg.precision, started, wall, world),
+        "provenance": provenance(cfg.seed, cfg.device, cfg.precision, started, wall, ctx.world),
     }
 
 

@@ -1,4 +1,4 @@
-"""`zsbench evaluate`: flags -> `zsrobust_bench.evaluate.evaluate`."""
+"""`zsbench evaluate`: flags -> an `EvalRequest` -> `zsrobust_bench.evaluate.run`."""
 
 from __future__ import annotations
 
@@ -151,14 +151,15 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate
+    from .evaluate import run
+    from .request import EvalRequest
     from .zoo import resolve_zoo_spec
 
     zoo = resolve_zoo_spec(args.model)
     out = args.out or Path("runs") / f"{Path(args.model).stem.replace(':', '_')}-{args.protocol}"
-    results = evaluate(
-        zoo.spec,
-        args.datasets,
+    request = EvalRequest(
+        model=zoo.spec,
+        datasets=args.datasets,
         protocol=args.protocol,
         out=out,
         arch=args.arch or zoo.arch,
@@ -174,6 +175,7 @@ def _cmd(args: argparse.Namespace) -> int:
         overrides=overrides_from_args(args),
         attack_backend=args.attack_backend,
     )
+    results = run(request)
     if not results:  # non-zero rank under torchrun
         return 0
     if args.json:

@@ -7,8 +7,8 @@ be trusted (a weak attack, gradient masking, a model the attacks cannot see thro
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -17,12 +17,13 @@ from torch import nn
 from .attacks.loop import eval_mode, run_sequence
 from .attacks.losses import margin
 from .attacks.pgd import PGD
+from .engine.device import autocast
 from .protocols import eps_label, parse_eps
 
 TOL = 1e-9  # accuracies are exact fractions; allow only float rounding
 # 100 * cos(...) is never piecewise linear: equal gradients 4/255 apart mean a fake Jacobian.
 CONSTANT_FRACTION = 0.5
-LOW_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
+MAX_MESSAGES = 5  # distinct warning texts kept per dataset (zero-gradient ones differ only in their count)
 
 
 def _result(check: str, ok: bool, message: str, **numbers: Any) -> dict[str, Any]:
@@ -263,18 +264,6 @@ def consistency_checks(per_dataset_results: Mapping[str, Mapping[str, Any]]) -> 
     return out
 
 
-def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision not in LOW_PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; known: fp32, {', '.join(LOW_PRECISIONS)}")
-    if device.type != "cuda":
-        raise ValueError(
-            f"precision {precision} is only allowed on CUDA; on {device.type} attacks run in fp32"
-        )
-    return torch.autocast(device_type="cuda", dtype=LOW_PRECISIONS[precision])
-
-
 def precision_check(
     model: nn.Module,
     x: torch.Tensor,
@@ -290,7 +279,7 @@ def precision_check(
     robust = {}
     for prec in ("fp32", precision):
         attack = PGD(eps, steps=steps, step_size=eps / 4, name="precision-check")
-        with _autocast(prec, x.device):
+        with autocast(prec, x.device):
             robust[prec] = int(run_sequence([attack], model, x, y, ids, seed).robust.sum())
     ok = robust[precision] <= robust["fp32"]
     numbers = {"precision": precision, "eps": eps, "steps": steps, "n": int(x.shape[0]), "robust": robust}
@@ -303,4 +292,27 @@ def precision_check(
         False,
         f"{precision} PGD leaves {robust[precision]} samples robust against {robust['fp32']} in fp32: use fp32",
         **numbers,
+    )
+
+
+def attack_warnings_check(fired: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """What pyautoattack warned during the run (its zero-gradient check): one warning record, or None.
+
+    Input: one {"attack", "eps" (label), "message"} per warning logged. The reference APGD on a DLR
+    loss (apgd-t, apgd-dlr) warns when a sample's input gradient is exactly zero at the start of a
+    run: the attack cannot move it, so robust accuracy is overstated. None when nothing fired, so a
+    clean run's results do not change.
+    """
+    if not fired:
+        return None
+    by_attack = Counter(f"{w['attack']} at {w['eps']}" for w in fired)
+    messages = list(dict.fromkeys(str(w["message"]) for w in fired))
+    where = ", ".join(f"{k}: {v}" for k, v in by_attack.items())
+    return _result(
+        "attack_warnings",
+        False,
+        f"pyautoattack warned {len(fired)} times ({where}), e.g. {messages[0]}",
+        warnings=len(fired),
+        by_attack=dict(by_attack),
+        messages=messages[:MAX_MESSAGES],
     )

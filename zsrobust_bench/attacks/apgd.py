@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import PoolState, StepwiseAttack, sample_generator
+from .settings import APGDSettings, recorded_header
 
 # pyautoattack/autopgd_base.py APGDAttack.__init__ / attack_single_run (fra31/auto-attack same lines)
 ALPHA_LINF = 2.0  # initial step size = 2 * eps ("alpha = 2." for Linf and L2)
@@ -89,15 +90,14 @@ class EngineAPGD(StepwiseAttack):
         eps: float,
         num_classes: int,
         loss: str = "ce",
-        n_iter: int = 100,
-        n_restarts: int = 1,
-        rho: float = 0.75,
-        eot_iter: int = 1,
         n_target_classes: int = 1,
         norm: str = "Linf",
         name: str | None = None,
+        **settings: Any,
     ) -> None:
+        """`settings`: the fields of `APGDSettings` (n_iter, n_restarts, rho, eot_iter), as the reference takes them."""
         super().__init__(eps)
+        self.settings = APGDSettings(**settings)
         if norm != "Linf":
             raise ValueError(f"the engine APGD runs Linf only; use the reference backend for {norm}")
         if loss not in LOSSES:
@@ -106,16 +106,16 @@ class EngineAPGD(StepwiseAttack):
             raise ValueError("the targeted DLR loss needs at least 4 classes")
         if loss == "dlr" and num_classes < 3:
             raise ValueError("the DLR loss needs at least 3 classes")
-        if n_iter < 1 or n_restarts < 1 or eot_iter < 1 or n_target_classes < 1:
+        if min(self.settings.n_iter, self.settings.n_restarts, self.settings.eot_iter, n_target_classes) < 1:
             raise ValueError("APGD needs n_iter, n_restarts, eot_iter and n_target_classes >= 1")
         self.loss_name = loss
         self.loss = LOSSES[loss]
         self.num_classes = int(num_classes)
-        self.n_iter = int(n_iter)
+        self.n_iter = self.settings.n_iter
         self.total_steps = self.n_iter
-        self.n_restarts = int(n_restarts)
-        self.rho = float(rho)
-        self.eot_iter = int(eot_iter)
+        self.n_restarts = self.settings.n_restarts
+        self.rho = self.settings.rho
+        self.eot_iter = self.settings.eot_iter
         self.targeted = loss == "dlr-targeted"
         self.n_target_classes = int(n_target_classes) if self.targeted else 1
         self.restarts = self.n_restarts * self.n_target_classes
@@ -126,22 +126,13 @@ class EngineAPGD(StepwiseAttack):
         self._size_decr = max(int(0.03 * self.n_iter), 1)
 
     def params(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "attack": self.name,
-            "implementation": "zsbench engine (slot pool, per-sample early exit)",
-            "norm": self.norm,
-            "eps": self.eps,
-            "num_classes": self.num_classes,
+        return {
+            **recorded_header(self, self.num_classes, "zsbench engine (slot pool, per-sample early exit)"),
             "loss": self.loss_name,
-            "n_iter": self.n_iter,
-            "n_restarts": self.n_restarts,
-            "rho": self.rho,
-            "eot_iter": self.eot_iter,
+            **self.settings.recorded(self.num_classes),
             "random_start": "per sample (run seed, sample id, run)",
+            **({"n_target_classes": self.n_target_classes} if self.targeted else {}),
         }
-        if self.targeted:
-            out["n_target_classes"] = self.n_target_classes
-        return out
 
     def init(
         self, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor, seed: int, restart: int = 0

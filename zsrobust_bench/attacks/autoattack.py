@@ -12,15 +12,16 @@ gives it, runs `perturb` on one batch and reports which samples the returned poi
 - Few classes: targeted attacks, FAB-T and Square do not apply with C <= 2 (APGD-CE alone, as in
   TeCoA and RobustVLM). With C == 3 the reference targeted DLR loss indexes the 4th-largest logit
   and raises IndexError, so `apgd-t` runs untargeted APGD-DLR instead and says so in its params.
+- Warnings: what the reference logs (APGD's zero-gradient check on DLR losses) stays on the
+  adapter until `drain_warnings`; the evaluation records it in the dataset's sanity checks.
 """
 
 from __future__ import annotations
 
 import logging
-from abc import abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import pyautoattack
 import torch
@@ -33,15 +34,17 @@ from torch import nn
 from ..protocols.enums import ATTACK_NORMS
 from .base import BatchAttack
 from .loop import eval_mode
+from .settings import (
+    APGDSettings,
+    APGDTargetedSettings,
+    AttackSettings,
+    FABTargetedSettings,
+    SquareSettings,
+    n_targets,
+    recorded_header,
+)
 
 _LOGGER_NAME = "zsrobust_bench.autoattack"
-
-
-def n_targets(requested: int, num_classes: int) -> int:
-    """Number of target classes actually used: min(requested, C - 1)."""
-    if requested < 1:
-        raise ValueError(f"n_target_classes must be >= 1, got {requested}")
-    return min(int(requested), int(num_classes) - 1)
 
 
 @contextmanager
@@ -73,11 +76,21 @@ def captured_warnings(logger: logging.Logger) -> Iterator[list[str]]:
 
 
 class PyAutoAttackAdapter(BatchAttack):
-    """Common run(): eval mode, forked RNG, reference call, threat-model check, broken mask."""
+    """Common run(): eval mode, forked RNG, reference call, threat-model check, broken mask.
 
-    reference_name: str = ""
+    Each adapter declares its parameters once, as `settings_type` (attacks.settings); `params()`
+    and the pyautoattack call are derived from it. `_fixed()` is what the adapter fixes itself
+    (recorded first, passed to the reference unless named in `internal`).
+    """
 
-    def __init__(self, eps: float, num_classes: int, norm: str = "Linf") -> None:
+    reference: ClassVar[type]  # the pyautoattack attack class
+    settings_type: ClassVar[type[AttackSettings]]
+    takes_logger: ClassVar[bool] = False  # the reference logs warnings (APGD's zero-gradient check)
+    internal: ClassVar[tuple[str, ...]] = ()  # fixed entries the reference sets itself
+
+    def __init__(
+        self, eps: float, num_classes: int, norm: str = "Linf", note: str | None = None, **settings: Any
+    ) -> None:
         super().__init__(eps)
         if norm not in ATTACK_NORMS:
             raise ValueError(
@@ -87,25 +100,42 @@ class PyAutoAttackAdapter(BatchAttack):
             raise ValueError(f"{self.name}: needs at least 2 classes, got {num_classes}")
         self.norm = norm
         self.num_classes = int(num_classes)
-        self.last_warnings: list[str] = []
+        self.settings = self.settings_type(**settings)
+        self.note = note
+        self.warnings: list[str] = []  # what the reference logged since the last `drain_warnings`
 
-    @abstractmethod
-    def _reference(self, model: nn.Module, seed: int, device: torch.device, logger: logging.Logger) -> Any:
-        """The pyautoattack attack object for one run, seeded with the run seed."""
-
-    @abstractmethod
-    def _own_params(self) -> dict[str, Any]:
-        """This attack's settings, for params()."""
+    def _fixed(self) -> dict[str, Any]:
+        """Settings this adapter fixes rather than takes (e.g. the loss)."""
+        return {}
 
     def params(self) -> dict[str, Any]:
+        implementation = f"pyautoattack {pyautoattack.__version__} {self.reference.__name__}"
         return {
-            "attack": self.name,
-            "implementation": f"pyautoattack {pyautoattack.__version__} {self.reference_name}",
-            "norm": self.norm,
-            "eps": self.eps,
-            "num_classes": self.num_classes,
-            **self._own_params(),
+            **recorded_header(self, self.num_classes, implementation),
+            **self._fixed(),
+            **self.settings.recorded(self.num_classes),
+            **({"note": self.note} if self.note else {}),
         }
+
+    def _reference(self, model: nn.Module, seed: int, device: torch.device, logger: logging.Logger) -> Any:
+        """The pyautoattack attack object for one run, seeded with the run seed."""
+        fixed = {k: v for k, v in self._fixed().items() if k not in self.internal}
+        return self.reference(
+            model,
+            norm=self.norm,
+            eps=self.eps,
+            seed=seed,
+            verbose=False,
+            device=device,
+            **fixed,
+            **self.settings.reference_kwargs(self.num_classes),
+            **({"logger": logger} if self.takes_logger else {}),
+        )
+
+    def drain_warnings(self) -> list[str]:
+        """The warnings the reference logged since the last call (e.g. zero gradients), then forget them."""
+        out, self.warnings = self.warnings, []
+        return out
 
     def run(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor, seed: int
@@ -123,7 +153,7 @@ class PyAutoAttackAdapter(BatchAttack):
             attack = self._reference(model, int(seed), x.device, logger)
             x_adv = attack.perturb(x32.clone(), y.clone()).detach()
             pred = model(x_adv).argmax(dim=1)
-        self.last_warnings = list(warned)
+        self.warnings.extend(warned)
         self._check_threat(x32, x_adv)
         return pred != y, x_adv
 
@@ -139,223 +169,78 @@ class PyAutoAttackAdapter(BatchAttack):
 
 
 class APGD(PyAutoAttackAdapter):
-    """Untargeted APGD on CE (`apgd-ce`) or DLR (`apgd-dlr`) loss."""
+    """Untargeted APGD on CE (`apgd-ce`) or DLR (`apgd-dlr`) loss; settings: `APGDSettings`."""
 
-    reference_name = "APGDAttack"
+    reference = APGDAttack
+    settings_type = APGDSettings
+    takes_logger = True
 
     def __init__(
         self,
         eps: float,
         num_classes: int,
         loss: str = "ce",
-        n_iter: int = 100,
-        n_restarts: int = 1,
-        rho: float = 0.75,
-        eot_iter: int = 1,
         norm: str = "Linf",
         note: str | None = None,
+        **settings: Any,
     ) -> None:
         if loss not in ("ce", "dlr"):
             raise ValueError(f"APGD loss must be 'ce' or 'dlr', got {loss!r}")
         self.name = f"apgd-{loss}"
-        super().__init__(eps, num_classes, norm)
+        super().__init__(eps, num_classes, norm, note, **settings)
         if loss == "dlr" and num_classes < 3:
             raise ValueError("the DLR loss needs at least 3 classes")
         self.loss = loss
-        self.n_iter, self.n_restarts, self.rho, self.eot_iter = (
-            int(n_iter),
-            int(n_restarts),
-            float(rho),
-            int(eot_iter),
-        )
-        self.note = note
 
-    def _reference(self, model: nn.Module, seed: int, device: torch.device, logger: logging.Logger) -> Any:
-        attack = APGDAttack(
-            model,
-            n_iter=self.n_iter,
-            norm=self.norm,
-            n_restarts=self.n_restarts,
-            eps=self.eps,
-            seed=seed,
-            loss=self.loss,
-            eot_iter=self.eot_iter,
-            rho=self.rho,
-            verbose=False,
-            device=device,
-            logger=logger,
-        )
-        return attack
-
-    def _own_params(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "loss": self.loss,
-            "n_iter": self.n_iter,
-            "n_restarts": self.n_restarts,
-            "rho": self.rho,
-            "eot_iter": self.eot_iter,
-        }
-        if self.note:
-            out["note"] = self.note
-        return out
+    def _fixed(self) -> dict[str, Any]:
+        return {"loss": self.loss}
 
 
 class APGDTargeted(PyAutoAttackAdapter):
-    """APGD on the targeted DLR loss over the top min(9, C-1) non-true classes (`apgd-t`); C >= 4."""
+    """APGD on the targeted DLR loss over the top min(9, C-1) non-true classes (`apgd-t`); C >= 4;
+    settings: `APGDTargetedSettings`."""
 
     name = "apgd-t"
-    reference_name = "APGDAttack_targeted"
+    reference = APGDAttack_targeted
+    settings_type = APGDTargetedSettings
+    takes_logger = True
+    internal = ("loss",)  # APGDAttack_targeted fixes its loss itself
 
-    def __init__(
-        self,
-        eps: float,
-        num_classes: int,
-        n_iter: int = 100,
-        n_restarts: int = 1,
-        n_target_classes: int = 9,
-        rho: float = 0.75,
-        eot_iter: int = 1,
-        norm: str = "Linf",
-    ) -> None:
-        super().__init__(eps, num_classes, norm)
+    def __init__(self, eps: float, num_classes: int, norm: str = "Linf", **settings: Any) -> None:
+        super().__init__(eps, num_classes, norm, **settings)
         if num_classes < 4:
             raise ValueError("the targeted DLR loss needs at least 4 classes")
-        self.n_iter, self.n_restarts, self.rho, self.eot_iter = (
-            int(n_iter),
-            int(n_restarts),
-            float(rho),
-            int(eot_iter),
-        )
-        self.n_target_classes_requested = int(n_target_classes)
-        self.n_target_classes = n_targets(n_target_classes, num_classes)
 
-    def _reference(self, model: nn.Module, seed: int, device: torch.device, logger: logging.Logger) -> Any:
-        attack = APGDAttack_targeted(
-            model,
-            n_iter=self.n_iter,
-            norm=self.norm,
-            n_restarts=self.n_restarts,
-            eps=self.eps,
-            seed=seed,
-            eot_iter=self.eot_iter,
-            rho=self.rho,
-            n_target_classes=self.n_target_classes,
-            verbose=False,
-            device=device,
-            logger=logger,
-        )
-        return attack
+    @property
+    def n_target_classes(self) -> int:
+        """Targets actually used: min(requested, C - 1)."""
+        return n_targets(self.settings.n_target_classes, self.num_classes)
 
-    def _own_params(self) -> dict[str, Any]:
-        return {
-            "loss": "dlr-targeted",
-            "n_iter": self.n_iter,
-            "n_restarts": self.n_restarts,
-            "n_target_classes": self.n_target_classes,
-            "n_target_classes_requested": self.n_target_classes_requested,
-            "rho": self.rho,
-            "eot_iter": self.eot_iter,
-        }
+    def _fixed(self) -> dict[str, Any]:
+        return {"loss": "dlr-targeted"}
 
 
 class FABTargeted(PyAutoAttackAdapter):
-    """Targeted FAB over the top min(9, C-1) non-true classes (`fab-t`)."""
+    """Targeted FAB over the top min(9, C-1) non-true classes (`fab-t`); settings: `FABTargetedSettings`."""
 
     name = "fab-t"
-    reference_name = "FABAttack_PT"
+    reference = FABAttack_PT
+    settings_type = FABTargetedSettings
 
-    def __init__(
-        self,
-        eps: float,
-        num_classes: int,
-        n_iter: int = 100,
-        n_restarts: int = 1,
-        n_target_classes: int = 9,
-        alpha_max: float = 0.1,
-        eta: float = 1.05,
-        beta: float = 0.9,
-        norm: str = "Linf",
-    ) -> None:
-        super().__init__(eps, num_classes, norm)
-        self.n_iter, self.n_restarts = int(n_iter), int(n_restarts)
-        self.alpha_max, self.eta, self.beta = float(alpha_max), float(eta), float(beta)
-        self.n_target_classes_requested = int(n_target_classes)
-        self.n_target_classes = n_targets(n_target_classes, num_classes)
-
-    def _reference(self, model: nn.Module, seed: int, device: torch.device, logger: logging.Logger) -> Any:
-        attack = FABAttack_PT(
-            model,
-            norm=self.norm,
-            n_restarts=self.n_restarts,
-            n_iter=self.n_iter,
-            eps=self.eps,
-            alpha_max=self.alpha_max,
-            eta=self.eta,
-            beta=self.beta,
-            verbose=False,
-            seed=seed,
-            targeted=True,
-            device=device,
-            n_target_classes=self.n_target_classes,
-        )
-        return attack
-
-    def _own_params(self) -> dict[str, Any]:
-        return {
-            "targeted": True,
-            "n_iter": self.n_iter,
-            "n_restarts": self.n_restarts,
-            "n_target_classes": self.n_target_classes,
-            "n_target_classes_requested": self.n_target_classes_requested,
-            "alpha_max": self.alpha_max,
-            "eta": self.eta,
-            "beta": self.beta,
-        }
+    def _fixed(self) -> dict[str, Any]:
+        return {"targeted": True}
 
 
 class Square(PyAutoAttackAdapter):
-    """Square Attack (black-box, margin loss) with the standard AutoAttack schedule (`square`)."""
+    """Square Attack (black-box, margin loss) with the standard AutoAttack schedule (`square`);
+    settings: `SquareSettings`."""
 
     name = "square"
-    reference_name = "SquareAttack"
+    reference = SquareAttack
+    settings_type = SquareSettings
 
-    def __init__(
-        self,
-        eps: float,
-        num_classes: int,
-        n_queries: int = 5000,
-        p_init: float = 0.8,
-        n_restarts: int = 1,
-        rescale_schedule: bool = False,
-        norm: str = "Linf",
-    ) -> None:
-        super().__init__(eps, num_classes, norm)
-        self.n_queries, self.p_init, self.n_restarts = int(n_queries), float(p_init), int(n_restarts)
-        self.rescale_schedule = bool(rescale_schedule)
-
-    def _reference(self, model: nn.Module, seed: int, device: torch.device, logger: logging.Logger) -> Any:
-        return SquareAttack(
-            model,
-            norm=self.norm,
-            n_queries=self.n_queries,
-            eps=self.eps,
-            p_init=self.p_init,
-            n_restarts=self.n_restarts,
-            seed=seed,
-            verbose=False,
-            loss="margin",
-            resc_schedule=self.rescale_schedule,
-            device=device,
-        )
-
-    def _own_params(self) -> dict[str, Any]:
-        return {
-            "loss": "margin",
-            "n_queries": self.n_queries,
-            "p_init": self.p_init,
-            "n_restarts": self.n_restarts,
-            "rescale_schedule": self.rescale_schedule,
-        }
+    def _fixed(self) -> dict[str, Any]:
+        return {"loss": "margin"}
 
 
 STANDARD_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")

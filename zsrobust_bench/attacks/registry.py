@@ -14,9 +14,10 @@ from typing import Any
 
 from ..protocols import ATTACK_BACKENDS
 from .apgd import EngineAPGD
-from .autoattack import APGD, APGDTargeted, FABTargeted, Square, n_targets
+from .autoattack import APGD, APGDTargeted, FABTargeted, PyAutoAttackAdapter, Square
 from .base import Attack
 from .pgd import PGD
+from .settings import APGDSettings, APGDTargetedSettings, n_targets
 
 Builder = Callable[..., Attack | None]
 
@@ -139,7 +140,7 @@ def build_attacks(
 
 
 _PGD_PARAMS = ("steps", "step_size", "step_fraction", "norm", "random_start", "restarts")
-_APGD_PARAMS = ("n_iter", "n_restarts", "rho", "eot_iter", "norm")
+_APGD_PARAMS = (*APGDSettings.names(), "norm")
 
 
 @register_attack(
@@ -170,7 +171,7 @@ def _apgd_dlr(eps: float, num_classes: int, **p: Any) -> Attack:
 
 @register_attack(
     "apgd-t",
-    params=(*_APGD_PARAMS, "n_target_classes"),
+    params=(*APGDTargetedSettings.names(), "norm"),
     min_classes=3,
     description="APGD on targeted DLR, min(9, C-1) targets (pyautoattack); untargeted APGD-DLR when C == 3",
 )
@@ -188,24 +189,19 @@ def _apgd_t(eps: float, num_classes: int, **p: Any) -> Attack:
     return APGDTargeted(eps, num_classes, **p)
 
 
-@register_attack(
-    "fab-t",
-    params=("n_iter", "n_restarts", "n_target_classes", "alpha_max", "eta", "beta", "norm"),
-    min_classes=3,
-    description="targeted FAB, min(9, C-1) targets (pyautoattack)",
+# FAB-T and Square take exactly their settings (and the norm): the adapter class is the builder
+_ADAPTERS: tuple[tuple[str, type[PyAutoAttackAdapter], str], ...] = (
+    ("fab-t", FABTargeted, "targeted FAB, min(9, C-1) targets (pyautoattack)"),
+    (
+        "square",
+        Square,
+        "Square Attack, margin loss (pyautoattack); not run on 2-class datasets (APGD-CE alone)",
+    ),
 )
-def _fab_t(eps: float, num_classes: int, **p: Any) -> Attack:
-    return FABTargeted(eps, num_classes, **p)
-
-
-@register_attack(
-    "square",
-    params=("n_queries", "p_init", "n_restarts", "rescale_schedule", "norm"),
-    min_classes=3,
-    description="Square Attack, margin loss (pyautoattack); not run on 2-class datasets (APGD-CE alone)",
-)
-def _square(eps: float, num_classes: int, **p: Any) -> Attack:
-    return Square(eps, num_classes, **p)
+for _name, _adapter, _description in _ADAPTERS:
+    register_attack(
+        _name, params=(*_adapter.settings_type.names(), "norm"), min_classes=3, description=_description
+    )(_adapter)
 
 
 def _engine_apgd_ce(eps: float, num_classes: int, **p: Any) -> Attack:
@@ -218,7 +214,7 @@ def _engine_apgd_t(eps: float, num_classes: int, **p: Any) -> Attack:
     if num_classes == 3:
         p.pop("n_target_classes", None)
         return EngineAPGD(eps, num_classes, loss="dlr", **p)
-    requested = int(p.pop("n_target_classes", 9))
+    requested = int(p.pop("n_target_classes", APGDTargetedSettings.n_target_classes))
     return EngineAPGD(
         eps, num_classes, loss="dlr-targeted", n_target_classes=n_targets(requested, num_classes), **p
     )
