@@ -224,11 +224,11 @@ def test_recorded_attack_warnings_validate(tree: Path) -> None:
     path = tree / "model-a" / "results" / "stub-pgd.json"
     doc = load_json(path)
     fired = [{"attack": "apgd-t", "eps": "1/255", "message": "there are 3 points with zero gradient!"}]
-    doc["datasets"]["alpha"]["sanity"] = [attack_warnings_check(fired)]
+    doc["datasets"]["cifar10"]["sanity"] = [attack_warnings_check(fired)]
     dump_json(path, doc)
     assert not errors(validate_submissions(tree))
-    doc["datasets"]["alpha"]["sanity"][0]["check"] = "attack_warning"
+    doc["datasets"]["cifar10"]["sanity"][0]["check"] = "attack_warning"
     dump_json(path, doc)
     assert _errors_at(
-        validate_submissions(tree), "model-a/results/stub-pgd.json", "datasets.alpha.sanity.0.check"
+        validate_submissions(tree), "model-a/results/stub-pgd.json", "datasets.cifar10.sanity.0.check"
     )
