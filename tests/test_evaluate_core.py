@@ -272,3 +272,12 @@ def test_reference_zero_gradient_warnings_reach_the_sanity_checks(tiny_model, ti
     jsonschema.validate(res, SCHEMA)
     again = evaluate(str(path), ["synth-shape"], loaded=lm, **kw)
     assert again["datasets"] == res["datasets"]
+
+
+def test_evaluate_keywords_are_the_request_fields(tmp_path):
+    """`evaluate(model, datasets, **fields)` builds an `EvalRequest`: a misspelt field fails before any work, naming it."""
+    from zsrobust_bench.evaluate import evaluate
+
+    with pytest.raises(TypeError, match="batchsize"):
+        evaluate("missing.safetensors", ["synth-color"], out=tmp_path, batchsize=8)
+    assert not any(tmp_path.iterdir())

@@ -92,54 +92,10 @@ def _check_precision(precision: str, device: str) -> None:
         raise ZSBenchError(f"precision {precision} is only supported on CUDA", "CPU evaluation runs fp32")
 
 
-def evaluate(
-    model: str,
-    datasets: list[str] | None = None,
-    *,
-    protocol: str = "tecoa-pgd",
-    out: str | Path,
-    arch: str | None = None,
-    pretrained: str | None = None,
-    data_root: str | Path | None = None,
-    indices: dict[str, list[int]] | None = None,
-    seed: int | None = None,
-    device: str = "cpu",
-    batch_size: int = 128,
-    num_workers: int = 0,
-    shard_size: int = 512,
-    overrides: dict[str, Any] | None = None,
-    cache_dir: str | Path | None = None,
-    progress: bool = True,
-    loaded: LoadedModel | None = None,
-    compile: bool = False,
-    allow_custom_tokenizer: bool = False,
-    attack_backend: str | None = None,
-) -> dict[str, Any]:
-    """Evaluate `model` in one call: `run(EvalRequest(...))`; each argument is the `EvalRequest` field of its name."""
-    return run(
-        EvalRequest(
-            model=model,
-            datasets=datasets,
-            protocol=protocol,
-            out=out,
-            arch=arch,
-            pretrained=pretrained,
-            data_root=data_root,
-            indices=indices,
-            seed=seed,
-            device=device,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            shard_size=shard_size,
-            overrides=overrides or {},
-            cache_dir=cache_dir,
-            progress=progress,
-            loaded=loaded,
-            compile=compile,
-            allow_custom_tokenizer=allow_custom_tokenizer,
-            attack_backend=attack_backend,
-        )
-    )
+def evaluate(model: str, datasets: list[str] | None = None, **fields: Any) -> dict[str, Any]:
+    """Evaluate `model` in one call: `run(EvalRequest(model=..., datasets=..., **fields))`; each keyword is
+    the `EvalRequest` field of its name (an unknown one fails there, naming it)."""
+    return run(EvalRequest(model=model, datasets=datasets, **fields))
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """`EvalRequest`: everything one evaluation is asked to do, described in one place.
 
 `evaluate.run(request)` carries it out; `evaluate.evaluate(model, ...)` builds one from keyword
-arguments of the same names (the one-call form for notebooks and scripts).
+arguments of the same names (the one-call form for notebooks and scripts: `evaluate(model, datasets, **fields)`).
 """
 
 from __future__ import annotations
@@ -61,6 +61,6 @@ class EvalRequest:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
-        object.__setattr__(self, "overrides", dict(self.overrides))
+        object.__setattr__(self, "overrides", dict(self.overrides or {}))
         if self.datasets is not None:
             object.__setattr__(self, "datasets", tuple(self.datasets))

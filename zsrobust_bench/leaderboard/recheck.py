@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import random
 import tempfile
 import zlib
@@ -26,14 +25,6 @@ def _default_evaluate() -> Evaluate:
     from ..evaluate import evaluate
 
     return evaluate
-
-
-def _quiet(evaluate: Evaluate) -> dict[str, Any]:
-    """progress=False when the evaluate function takes it (no progress bars inside validate)."""
-    try:
-        return {"progress": False} if "progress" in inspect.signature(evaluate).parameters else {}
-    except (TypeError, ValueError):
-        return {}
 
 
 def _model_spec(entry: Entry, rf: ResultsFile, checkpoint: Path | None) -> tuple[str | None, str]:
@@ -174,7 +165,7 @@ def recheck_entry(
                     indices={dataset: sorted(dg["index"][p] for p in positions)},
                     seed=int(rf.doc["protocol"]["params"]["seed"]),
                     device=device,
-                    **_quiet(evaluate),
+                    progress=False,
                 )
             except DataError as exc:
                 problems.append(
