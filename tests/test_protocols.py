@@ -8,6 +8,7 @@ import json
 import pytest
 
 from zsrobust_bench.attacks.registry import build_attacks
+from zsrobust_bench.cli.protocols import COLUMNS, register_cli
 from zsrobust_bench.errors import ZSBenchError
 from zsrobust_bench.protocols import (
     SUPERSEDED,
@@ -18,7 +19,6 @@ from zsrobust_bench.protocols import (
     list_protocols,
     parse_eps,
 )
-from zsrobust_bench.protocols_cli import COLUMNS, register_cli
 
 # A frozen protocol never changes: editing any parameter must come with a new version (and a new
 # line here). If this test fails because a fingerprint changed, the parameters of an existing
@@ -200,7 +200,7 @@ def test_readme_protocol_table_is_the_registry():
     """README's Protocols table is `zsbench protocols list --markdown`, byte for byte."""
     from pathlib import Path
 
-    from zsrobust_bench.protocols_cli import markdown_table
+    from zsrobust_bench.cli.protocols import markdown_table
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     block = readme.split("<!-- protocols-table:start", 1)[1].split("<!-- protocols-table:end -->", 1)[0]
