@@ -194,7 +194,7 @@ def test_list_marks_present_datasets(tmp_path) -> None:
 
 
 def test_datasets_list_json_command(tmp_path, capsys) -> None:
-    from zsrobust_bench.data.cli import register_cli
+    from zsrobust_bench.cli.data import register_cli
 
     parser = argparse.ArgumentParser()
     register_cli(parser.add_subparsers(dest="command", required=True))
@@ -229,7 +229,7 @@ def test_prepare_offline_says_so_and_prints_steps(tmp_path, capsys, monkeypatch)
     )
     assert not (tmp_path / "cifar10").exists()  # nothing half-downloaded
 
-    from zsrobust_bench.data.cli import register_cli
+    from zsrobust_bench.cli.data import register_cli
 
     parser = argparse.ArgumentParser()
     register_cli(parser.add_subparsers(dest="command", required=True))

@@ -1,94 +1,138 @@
-"""`zsbench submit` / `zsbench leaderboard {validate,build}` through argparse, exit codes and messages."""
+"""`zsbench submit` / `zsbench leaderboard {validate,build}` run through `main`: exit codes, messages, files."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
 
 import pytest
-from leaderboard_support import REPO, make_run, register_test_protocols
+from leaderboard_support import REPO, load_json, make_run, register_test_protocols
 
-from zsrobust_bench.errors import SubmissionError
-from zsrobust_bench.leaderboard.cli import register_cli
-
-
-def _run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="zsbench")
-    register_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+from zsrobust_bench.cli import main
 
 
-def test_help_explains_every_command(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in (
-        ["submit", "--help"],
-        ["leaderboard", "validate", "--help"],
-        ["leaderboard", "build", "--help"],
-    ):
-        with pytest.raises(SystemExit) as exc:
-            _run(argv)
-        assert exc.value.code == 0
-    out = capsys.readouterr().out
-    for flag in (
-        "--id",
-        "--submissions",
-        "--recheck",
-        "--checkpoint",
-        "--data-root",
-        "--json",
-        "--out",
-        "--check",
-    ):
-        assert flag in out
+@pytest.fixture
+def submitted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Path:
+    """A submissions tree with one entry, model-a, filed by `zsbench submit` from a fabricated run."""
+    register_test_protocols(monkeypatch)
+    subs = tmp_path / "submissions"
+    run = make_run(tmp_path)
+    assert main(["submit", str(run), "--id", "model-a", "--submissions", str(subs)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    entry = subs / "model-a"
+    written = [Path(line.removeprefix("wrote ")) for line in out if line.startswith("wrote ")]
+    assert sorted(written) == sorted(p for p in entry.rglob("*") if p.is_file())
+    assert {p.relative_to(entry).as_posix() for p in written} == {
+        "card.yaml",
+        "results/stub-pgd.json",
+        "digest/stub-pgd.json.gz",
+    }
+    assert f"created {entry / 'card.yaml'}: fill in name, authors, paper, venue, licence" in out
+    assert (
+        load_json(entry / "results" / "stub-pgd.json")["datasets"]
+        == load_json(run / "results.json")["datasets"]
+    )
+    return subs
 
 
 def test_validate_committed_tree(capsys: pytest.CaptureFixture[str]) -> None:
-    assert _run(["leaderboard", "validate", str(REPO / "submissions")]) == 0
-    assert "OK" in capsys.readouterr().out
+    assert main(["leaderboard", "validate", str(REPO / "submissions")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"{REPO / 'submissions'}: OK"
 
 
-def test_submit_validate_build_roundtrip(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_submit_again_keeps_the_card(
+    submitted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    register_test_protocols(monkeypatch)
-    subs, out = tmp_path / "submissions", tmp_path / "lb"
-    run = make_run(tmp_path)
-    assert _run(["submit", str(run), "--id", "model-a", "--submissions", str(subs)]) == 0
-    assert "created" in capsys.readouterr().out
-    assert _run(["leaderboard", "build", "--submissions", str(subs), "--out", str(out)]) == 0
-    assert _run(["leaderboard", "build", "--submissions", str(subs), "--out", str(out), "--check"]) == 0
-    shutil.copytree(subs / "model-a", subs / "model-b")
-    capsys.readouterr()
-    assert _run(["leaderboard", "validate", str(subs), "--json"]) == 1
-    problems = json.loads(capsys.readouterr().out)
-    assert any(p["file"].endswith("model-b/card.yaml") and p["field"] == "id" for p in problems)
-    assert _run(["leaderboard", "validate", str(subs)]) == 1
-    assert "model-b/card.yaml: id:" in capsys.readouterr().err
-    with pytest.raises(SubmissionError, match="model-b"):  # the top-level CLI prints it and exits 2
-        _run(["leaderboard", "build", "--submissions", str(subs), "--out", str(out), "--check"])
+    card = submitted / "model-a" / "card.yaml"
+    card.write_text(card.read_text() + "# my note\n")
+    run = tmp_path / "run"
+    assert main(["submit", str(run), "--id", "model-a", "--submissions", str(submitted)]) == 0
+    assert "created" not in capsys.readouterr().out
+    assert card.read_text().endswith("# my note\n")
 
 
-def test_build_check_reports_stale_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_build_writes_what_it_prints_and_check_agrees(
+    submitted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "lb"
-    shutil.copytree(REPO / "leaderboard", out)
-    (out / "index.html").write_text("stale")
-    assert (
-        _run(
-            ["leaderboard", "build", "--submissions", str(REPO / "submissions"), "--out", str(out), "--check"]
-        )
-        == 1
-    )
-    assert "index.html" in capsys.readouterr().err
+    assert main(["leaderboard", "build", "--submissions", str(submitted), "--out", str(out)]) == 0
+    printed = sorted(Path(line) for line in capsys.readouterr().out.splitlines())
+    assert printed == sorted(p for p in out.iterdir() if p.is_file())
+    assert {"index.html", "README.md", "stub-pgd.md", "stub-pgd.csv"} <= {p.name for p in printed}
+    assert "model-a" in (out / "stub-pgd.csv").read_text()
+
+    check = ["leaderboard", "build", "--submissions", str(submitted), "--out", str(out), "--check"]
+    assert main(check) == 0
+    assert capsys.readouterr() == ("", "")
+    (out / "stub-pgd.md").write_text("stale")
+    (out / "index.html").unlink()
+    assert main(check) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"out of date: {out / 'index.html'}",
+        f"out of date: {out / 'stub-pgd.md'}",
+        "run `zsbench leaderboard build` and commit the result",
+    ]
+    assert (out / "stub-pgd.md").read_text() == "stale"  # --check writes nothing
 
 
-def test_top_level_cli_has_the_commands() -> None:
-    try:
-        from zsrobust_bench.cli import build_parser
+def test_validate_reports_a_duplicate_id(
+    submitted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copytree(submitted / "model-a", submitted / "model-b")
+    assert main(["leaderboard", "validate", str(submitted), "--json"]) == 1
+    problems = json.loads(capsys.readouterr().out)
+    dup = [p for p in problems if p["file"].endswith("model-b/card.yaml") and p["field"] == "id"]
+    assert dup and dup[0]["severity"] == "error"
 
-        parser = build_parser()
-    except ImportError as exc:  # another subsystem is still being written
-        pytest.skip(f"top-level CLI not importable yet: {exc}")
-    args = parser.parse_args(["leaderboard", "validate", "x"])
-    assert args.func.__module__ == "zsrobust_bench.leaderboard.cli"
+    assert main(["leaderboard", "validate", str(submitted)]) == 1
+    captured = capsys.readouterr()
+    assert "model-b/card.yaml: id:" in captured.err
+    assert captured.err.splitlines()[-1].startswith(f"{submitted}: FAILED, ")
+
+    # build refuses an invalid tree: one error line and exit 2 from the top-level handler, no output folder
+    out = tmp_path / "lb"
+    assert main(["leaderboard", "build", "--submissions", str(submitted), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zsbench: error: ") and "model-b" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["leaderboard"],
+        ["leaderboard", "publish"],
+        ["submit", "run"],  # --id is required
+        ["leaderboard", "validate", "--recheck", "many"],
+    ],
+)
+def test_bad_arguments_exit_2_with_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: zsbench ") and "error:" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "flags"),
+    [
+        (["submit"], ("--id", "--submissions")),
+        (
+            ["leaderboard", "validate"],
+            ("--recheck", "--seed", "--checkpoint", "--data-root", "--device", "--json"),
+        ),
+        (["leaderboard", "build"], ("--submissions", "--out", "--check")),
+    ],
+)
+def test_each_command_documents_its_own_flags(
+    argv: list[str], flags: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: zsbench {' '.join(argv)} ")
+    assert all(f"  {flag} " in text for flag in flags)

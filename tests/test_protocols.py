@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from zsrobust_bench.attacks.registry import build_attacks
+from zsrobust_bench.cli.protocols import COLUMNS, register_cli
 from zsrobust_bench.errors import ZSBenchError
 from zsrobust_bench.protocols import (
     AttackStep,
@@ -28,7 +29,6 @@ from zsrobust_bench.protocols import (
     reported_protocols,
     superseded,
 )
-from zsrobust_bench.protocols_cli import COLUMNS, register_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -320,7 +320,7 @@ def test_readme_protocol_table_is_the_registry():
     """README's Protocols table is `zsbench protocols list --markdown`, byte for byte."""
     from pathlib import Path
 
-    from zsrobust_bench.protocols_cli import markdown_table
+    from zsrobust_bench.cli.protocols import markdown_table
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     block = readme.split("<!-- protocols-table:start", 1)[1].split("<!-- protocols-table:end -->", 1)[0]

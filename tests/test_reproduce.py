@@ -9,9 +9,10 @@ import pytest
 from zoo_server import Publisher, serve, zoo_file
 
 from zsrobust_bench.cli import main
+from zsrobust_bench.cli.reproduce import format_reproduction
 from zsrobust_bench.evaluate import evaluate
 from zsrobust_bench.leaderboard.entries import EVALUATED, REPORTED, load_entry
-from zsrobust_bench.leaderboard.reproduce import format_reproduction, reproduce
+from zsrobust_bench.leaderboard.reproduce import reproduce
 from zsrobust_bench.zoo import add_zoo_file, registry
 
 QUICK = {"samples": 24, "steps": 1}

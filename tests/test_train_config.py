@@ -101,7 +101,7 @@ def test_schedule_warmup_then_cosine() -> None:
 
 
 def test_cli_registers_train() -> None:
-    from zsrobust_bench.train.cli import _cmd, register_cli
+    from zsrobust_bench.cli.train import _cmd, register_cli
 
     parser = argparse.ArgumentParser()
     register_cli(parser.add_subparsers(dest="command"))

@@ -160,35 +160,3 @@ def reproduce(
 
         rep.submitted = submit_run(run_dir, entry_id, submissions_dir)
     return rep
-
-
-def format_reproduction(rep: Reproduction) -> str:
-    """Reported vs measured per dataset and metric, with the difference and the precision verdict."""
-    from ..protocols_cli import render_table
-
-    def num(v: float | None) -> str:
-        return "-" if v is None else f"{v:.2f}"
-
-    rows = [
-        {
-            "dataset": c.dataset,
-            "metric": c.metric,
-            "reported": f"{c.reported:.{c.decimals}f}",
-            "measured": num(c.measured),
-            "diff": "-" if c.diff is None else f"{c.diff:+.2f}",
-            "verdict": "not measured"
-            if c.diff is None
-            else ("exact" if c.exact else f"off by {c.diff:+.2f}"),
-        }
-        for c in rep.rows
-    ]
-    head = (
-        f"{rep.entry_id}: zoo:{rep.zoo_name} under {rep.protocol} "
-        f"(reported as {rep.reported_protocol}; run in {rep.out})"
-    )
-    cols = ("dataset", "metric", "reported", "measured", "diff", "verdict")
-    exact = sum(c.exact for c in rep.rows)
-    tail = f"{exact} of {len(rep.rows)} reported numbers reproduced within the published precision"
-    if rep.submitted:
-        tail += f"; run added to {rep.submitted}"
-    return "\n".join([head, render_table(rows, cols), tail])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..cli.train import register_cli
 from ..errors import ZSBenchError
-from .cli import register_cli
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..evaluate_cli import default_device
+from .common import default_device, render_table
+
+if TYPE_CHECKING:
+    from ..leaderboard.reproduce import Reproduction
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from .reproduce import format_reproduction, reproduce
+    from ..leaderboard.reproduce import reproduce
 
     rep = reproduce(
         args.entry,
@@ -29,6 +33,37 @@ def _cmd(args: argparse.Namespace) -> int:
     else:
         print(format_reproduction(rep))
     return 0
+
+
+def format_reproduction(rep: Reproduction) -> str:
+    """Reported vs measured per dataset and metric, with the difference and the precision verdict."""
+
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    rows = [
+        {
+            "dataset": c.dataset,
+            "metric": c.metric,
+            "reported": f"{c.reported:.{c.decimals}f}",
+            "measured": num(c.measured),
+            "diff": "-" if c.diff is None else f"{c.diff:+.2f}",
+            "verdict": "not measured"
+            if c.diff is None
+            else ("exact" if c.exact else f"off by {c.diff:+.2f}"),
+        }
+        for c in rep.rows
+    ]
+    head = (
+        f"{rep.entry_id}: zoo:{rep.zoo_name} under {rep.protocol} "
+        f"(reported as {rep.reported_protocol}; run in {rep.out})"
+    )
+    cols = ("dataset", "metric", "reported", "measured", "diff", "verdict")
+    exact = sum(c.exact for c in rep.rows)
+    tail = f"{exact} of {len(rep.rows)} reported numbers reproduced within the published precision"
+    if rep.submitted:
+        tail += f"; run added to {rep.submitted}"
+    return "\n".join([head, render_table(rows, cols), tail])
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:

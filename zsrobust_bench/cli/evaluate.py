@@ -7,45 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import ZSBenchError
-from .protocols import ATTACK_BACKENDS, parse_eps
-from .report import format_results_table
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from exc
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from exc
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
-    return v
-
-
-def _eps(text: str) -> float:
-    try:
-        v = parse_eps(text)
-    except ZSBenchError as exc:
-        raise argparse.ArgumentTypeError(exc.message) from exc
-    if v < 0:
-        raise argparse.ArgumentTypeError("epsilon must be >= 0")
-    return v
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+from ..protocols import ATTACK_BACKENDS
+from .common import default_device, eps, format_results_table, nonneg_int, positive_int
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
@@ -88,12 +51,12 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
         "--data-root", type=Path, help="dataset root (default: $ZSBENCH_DATA or ~/.cache/zsbench/data)"
     )
     g = p.add_argument_group("protocol overrides (any of these marks the run `custom`)")
-    g.add_argument("--eps", nargs="+", type=_eps, help="attack radius/radii, e.g. 1/255 4/255")
-    g.add_argument("--steps", type=_nonneg_int, help="attack iterations (PGD steps)")
-    g.add_argument("--step-size", type=_eps, help="PGD step size, e.g. 1/255")
-    g.add_argument("--restarts", type=_positive_int, help="PGD random restarts")
+    g.add_argument("--eps", nargs="+", type=eps, help="attack radius/radii, e.g. 1/255 4/255")
+    g.add_argument("--steps", type=nonneg_int, help="attack iterations (PGD steps)")
+    g.add_argument("--step-size", type=eps, help="PGD step size, e.g. 1/255")
+    g.add_argument("--restarts", type=positive_int, help="PGD random restarts")
     g.add_argument(
-        "--samples", type=_positive_int, help="evaluate a seeded subset of this many samples per dataset"
+        "--samples", type=positive_int, help="evaluate a seeded subset of this many samples per dataset"
     )
     g.add_argument("--seed", type=int, help="seed for subsets and random starts (default: the protocol's)")
     g.add_argument(
@@ -107,11 +70,11 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--prompt-set", help="prompt set: tecoa (single template) or clip (ensemble)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument(
-        "--batch-size", type=_positive_int, default=128, help="samples attacked at once (default 128)"
+        "--batch-size", type=positive_int, default=128, help="samples attacked at once (default 128)"
     )
-    p.add_argument("--workers", type=_nonneg_int, default=0, help="data-loading worker processes (default 0)")
+    p.add_argument("--workers", type=nonneg_int, default=0, help="data-loading worker processes (default 0)")
     p.add_argument(
-        "--shard-size", type=_positive_int, default=512, help="samples per resumable shard (default 512)"
+        "--shard-size", type=positive_int, default=512, help="samples per resumable shard (default 512)"
     )
     p.add_argument(
         "--compile",
@@ -132,7 +95,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     ov: dict[str, Any] = {}
     if args.attack:
-        from .attacks.torchattacks_adapter import parse_attack_specs
+        from ..attacks.torchattacks_adapter import parse_attack_specs
 
         ov["attacks"] = parse_attack_specs(args.attack, args.attack_kwargs)
     if args.eps is not None:
@@ -151,9 +114,9 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from .evaluate import run
-    from .request import EvalRequest
-    from .zoo import resolve_zoo_spec
+    from ..evaluate import run
+    from ..request import EvalRequest
+    from ..zoo import resolve_zoo_spec
 
     zoo = resolve_zoo_spec(args.model)
     out = args.out or Path("runs") / f"{Path(args.model).stem.replace(':', '_')}-{args.protocol}"

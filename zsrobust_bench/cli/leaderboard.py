@@ -7,11 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from .build import build_leaderboard, differences
-from .problems import Problem, errors
-from .recheck import recheck_submissions
-from .submit import submit
-from .validate import validate_submissions
+from ..leaderboard.build import build_leaderboard, differences
+from ..leaderboard.problems import Problem, errors
+from ..leaderboard.recheck import recheck_submissions
+from ..leaderboard.submit import submit
+from ..leaderboard.validate import validate_submissions
 
 
 def _print_problems(problems: list[Problem], as_json: bool) -> None:

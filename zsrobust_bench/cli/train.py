@@ -8,7 +8,7 @@ from pathlib import Path
 
 def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `train` subcommand to the zsbench parser."""
-    from .config import shipped_configs
+    from ..train.config import shipped_configs
 
     p = subparsers.add_parser(
         "train",
@@ -32,8 +32,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .trainer import train
+    from ..train.config import load_config
+    from ..train.trainer import train
 
     cfg = load_config(args.config, args.overrides)
     out = args.out or Path("runs") / str(cfg.get("name") or "train")

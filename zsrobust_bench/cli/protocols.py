@@ -7,8 +7,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from .protocols import Protocol, eps_label, get_protocol, list_protocols
-from .protocols.registry import PIXEL_PARAMS
+from ..protocols import Protocol, eps_label, get_protocol, list_protocols
+from ..protocols.registry import PIXEL_PARAMS
+from .common import render_table
 
 COLUMNS = (
     "name",
@@ -112,21 +113,6 @@ def markdown_table(protocols: list[Protocol]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_table(rows: list[dict[str, Any]], columns: tuple[str, ...] = COLUMNS) -> str:
-    """A plain-text table; a list cell takes one line per item."""
-    cells = [
-        [[str(x) for x in r[c]] if isinstance(r[c], list) else [str(r[c])] for c in columns] for r in rows
-    ]
-    widths = [max([len(c)] + [len(line) for row in cells for line in row[i]]) for i, c in enumerate(columns)]
-    out = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
-    out.append("  ".join("-" * w for w in widths))
-    for row in cells:
-        for k in range(max(len(cell) for cell in row)):
-            parts = [(cell[k] if k < len(cell) else "").ljust(w) for cell, w in zip(row, widths, strict=True)]
-            out.append("  ".join(parts).rstrip())
-    return "\n".join(out)
-
-
 def _cmd_list(args: argparse.Namespace) -> int:
     rows = [protocol_row(p) for p in list_protocols()]
     if args.markdown:
@@ -134,7 +120,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     elif args.json:
         print(json.dumps(rows, indent=2))
     else:
-        print(render_table(rows))
+        print(render_table(rows, COLUMNS))
     return 0
 
 
@@ -143,7 +129,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(row, indent=2))
         return 0
-    print(render_table([row]))
+    print(render_table([row], COLUMNS))
     print(f"\n{row['description']}\nfingerprint: {row['fingerprint']}")
     return 0
 

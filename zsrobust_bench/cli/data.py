@@ -6,9 +6,10 @@ import argparse
 import json
 from typing import Any
 
+from ..data.manage import LIST_COLUMNS, list_datasets, prepare, verify
+from ..data.paths import DATA_ROOT_HELP
 from ..errors import ZSBenchError
-from .manage import LIST_COLUMNS, list_datasets, prepare, verify
-from .paths import DATA_ROOT_HELP
+from .common import render_table
 
 VERIFY_COLUMNS = (
     "name",
@@ -25,14 +26,20 @@ VERIFY_COLUMNS = (
 
 
 def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
-    import pandas as pd
-
+    """Right-aligned columns one space apart, '-' for a missing value; a number column's title is indented
+    by one space (the layout pandas gave these tables)."""
     if not rows:
         return "(nothing to show)"
-    frame = pd.DataFrame(
-        [{c: ("-" if r[c] is None else r[c]) for c in columns} for r in rows], columns=list(columns)
+    cells = [{c: ("-" if r[c] is None else r[c]) for c in columns} for r in rows]
+    titles = [" " + c if _numeric([r[c] for r in cells]) else c for c in columns]
+    return render_table(cells, columns, titles=titles, align=">", gap=" ", rule=False)
+
+
+def _numeric(values: list[Any]) -> bool:
+    """All booleans, or all integers."""
+    return all(isinstance(v, bool) for v in values) or all(
+        isinstance(v, int) and not isinstance(v, bool) for v in values
     )
-    return frame.to_string(index=False)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

@@ -10,19 +10,19 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__
-from .errors import ZSBenchError
+from .. import __version__
+from ..errors import ZSBenchError
 
-# Each subsystem adds its own subcommands (module with `register_cli(subparsers)`).
-SUBSYSTEMS = (
-    "zsrobust_bench.evaluate_cli",
-    "zsrobust_bench.data.cli",
-    "zsrobust_bench.protocols_cli",
-    "zsrobust_bench.train.cli",
-    "zsrobust_bench.leaderboard.cli",
-    "zsrobust_bench.demo",
-    "zsrobust_bench.zoo.cli",
-    "zsrobust_bench.leaderboard.reproduce_cli",
+# One module per command group, each with `register_cli(subparsers)`; the order is the order in --help.
+COMMANDS = (
+    "zsrobust_bench.cli.evaluate",
+    "zsrobust_bench.cli.data",
+    "zsrobust_bench.cli.protocols",
+    "zsrobust_bench.cli.train",
+    "zsrobust_bench.cli.leaderboard",
+    "zsrobust_bench.cli.demo",
+    "zsrobust_bench.cli.zoo",
+    "zsrobust_bench.cli.reproduce",
 )
 
 
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for mod in SUBSYSTEMS:
+    for mod in COMMANDS:
         importlib.import_module(mod).register_cli(sub)
     return parser
 
@@ -80,7 +80,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("zsbench: interrupted; finished shards are kept and a re-run resumes", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

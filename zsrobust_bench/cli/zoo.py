@@ -6,9 +6,9 @@ import argparse
 import json
 from typing import Any
 
-from ..protocols_cli import render_table
-from .registry import ZooEntry, get_entry, list_entries
-from .resolve import fetch_entry
+from ..zoo.registry import ZooEntry, get_entry, list_entries
+from ..zoo.resolve import fetch_entry
+from .common import render_table
 
 COLUMNS = ("name", "arch", "format", "base_weights", "where", "leaderboard_entry")
 
