@@ -92,24 +92,18 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd)
 
 
+# flags that override the protocol parameter of the same name (protocols.apply_overrides), in this order
+OVERRIDE_FLAGS = ("eps", "steps", "step_size", "restarts", "samples", "prompt_set")
+
+
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The protocol overrides the command line asks for; an empty dict leaves the protocol as registered."""
     ov: dict[str, Any] = {}
     if args.attack:
         from ..attacks.torchattacks_adapter import parse_attack_specs
 
         ov["attacks"] = parse_attack_specs(args.attack, args.attack_kwargs)
-    if args.eps is not None:
-        ov["eps"] = args.eps
-    if args.steps is not None:
-        ov["steps"] = args.steps
-    if args.step_size is not None:
-        ov["step_size"] = args.step_size
-    if args.restarts is not None:
-        ov["restarts"] = args.restarts
-    if args.samples is not None:
-        ov["samples"] = args.samples
-    if args.prompt_set is not None:
-        ov["prompt_set"] = args.prompt_set
+    ov.update({k: getattr(args, k) for k in OVERRIDE_FLAGS if getattr(args, k) is not None})
     return ov
 
 

@@ -190,17 +190,9 @@ def recheck_entry(
     return problems
 
 
-def recheck_submissions(
-    path: str | Path,
-    n: int,
-    *,
-    seed: int = 0,
-    checkpoint: Path | None = None,
-    data_root: Path | None = None,
-    device: str = "cpu",
-    evaluate: Evaluate | None = None,
-) -> list[Problem]:
-    """`recheck_entry` for every entry under `path` (a submissions tree or one entry folder)."""
+def recheck_submissions(path: str | Path, n: int, **options: Any) -> list[Problem]:
+    """`recheck_entry(entry, n, **options)` for every entry under `path` (a submissions tree or one entry
+    folder); `options` are `recheck_entry`'s keywords."""
     from .entries import load_tree
     from .validate import resolve_target
 
@@ -209,13 +201,5 @@ def recheck_submissions(
     problems: list[Problem] = []
     for entry in entries:
         if only is None or entry.id == only:
-            problems += recheck_entry(
-                entry,
-                n,
-                seed=seed,
-                checkpoint=checkpoint,
-                data_root=data_root,
-                device=device,
-                evaluate=evaluate,
-            )
+            problems += recheck_entry(entry, n, **options)
     return problems
