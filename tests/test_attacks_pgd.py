@@ -10,7 +10,7 @@ from attack_toys import CLIP_MEAN, CLIP_STD, ToyZeroShot, batch, one_thread  # n
 
 from zsrobust_bench.attacks.base import PoolState
 from zsrobust_bench.attacks.loop import run_stepwise
-from zsrobust_bench.attacks.losses import ce_loss, ce_mean_loss, cw_margin_loss, get_loss
+from zsrobust_bench.attacks.losses import ce_loss, ce_mean_loss, cw_margin_loss, get_loss, sq_l2_loss
 from zsrobust_bench.attacks.pgd import PGD
 from zsrobust_bench.attacks.registry import build_attack
 
@@ -116,6 +116,66 @@ def test_worst_case_counts_every_iterate():
     torch.testing.assert_close(out.x_adv - x, torch.full_like(x, a))
 
 
+class _Stall(torch.nn.Module):
+    """2 classes; class 0's margin is relu(b - mean pixel), never negative (never misclassified). Its
+    gradient vanishes once the mean passes b: sign-PGD stops there, FARE's momentum keeps stepping."""
+
+    def __init__(self, b: float) -> None:
+        super().__init__()
+        self.b = b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = torch.relu(self.b - x.flatten(1).mean(dim=1))
+        return torch.stack([m, torch.zeros_like(m)], dim=1)
+
+
+@pytest.mark.parametrize(("momentum", "moved"), [(0.0, 2), (0.9, 4)])
+def test_momentum_keeps_stepping_where_the_gradient_vanishes(momentum, moved):
+    """Steps of a: the mean crosses b after 2; plain PGD then stands still, momentum walks on to eps = 4a.
+    The stepwise attack and the trainer's final_iterate take the same path."""
+    a = 1 / 255
+    model = _Stall(0.5 + 1.5 * a)
+    x = torch.full((2, 3, 4, 4), 0.5)
+    y = torch.zeros(2, dtype=torch.long)
+    attack = PGD(4 * a, steps=6, step_size=a, random_start=False, momentum=momentum)
+    wrong, delta = _iterates(attack, model, x, y)
+    assert not bool(wrong.any())
+    torch.testing.assert_close(delta, torch.full_like(x, moved * a))
+    assert torch.equal(attack.final_iterate(model, x, y, attack.start_from(x, None)), x + delta)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_final_iterate_is_the_stepwise_last_iterate(vit_classifier, momentum):
+    """From the stepwise attack's own random start, final_iterate (adversarial training's inner attack)
+    ends bit for bit where the stepwise attack's K-th iterate is."""
+    model = vit_classifier
+    x, y = batch(model, N, C, size=32, seed=11, n_wrong=2)
+    attack = PGD(2 / 255, steps=K, step_size=0.5 / 255, momentum=momentum)
+    start = attack.init(x, y, torch.arange(N), seed=0).delta
+    _, delta = _iterates(attack, model, x, y)
+    final = attack.final_iterate(model, x, y, start)
+    assert torch.equal(final, x + delta)
+    assert not torch.equal(final, (x + start).clamp(0, 1))  # it moved
+
+
+def test_training_options_are_checked_and_recorded():
+    x, y = batch(ToyZeroShot(C), 2, C)
+    assert PGD(1 / 255, momentum=0.9).params()["momentum"] == 0.9
+    assert "momentum" not in PGD(1 / 255).params()
+    with pytest.raises(ValueError, match="Linf only"):
+        PGD(0.5, norm="L2", momentum=0.9)
+    with pytest.raises(ValueError, match=r"in \[0, 1\)"):
+        PGD(1 / 255, momentum=1.0)
+    with pytest.raises(ValueError, match="needs class labels"):
+        PGD(1 / 255, loss="sq-l2").init(x, y, torch.arange(2), 0)
+    # start_from: noise in units of eps, clamped into the box unless told otherwise
+    x0 = torch.tensor([[0.0, 0.5]])
+    noise = torch.tensor([[-1.0, 1.0]])
+    attack = PGD(0.25, steps=1)
+    assert attack.start_from(x0, noise).tolist() == [[0.0, 0.25]]
+    assert attack.start_from(x0, noise, clamp=False).tolist() == [[-0.25, 0.25]]
+
+
 def test_random_start_depends_only_on_seed_and_sample_id():
     """Outcomes do not depend on batch packing or order, and the global RNG is never touched."""
     model = ToyZeroShot(C)
@@ -215,6 +275,10 @@ def test_losses_are_fp32_sums():
     assert float(cw_margin_loss(logits, y, kappa=0.0)) == -2.0
     with pytest.raises(KeyError, match="unknown attack loss"):
         get_loss("hinge")
+    # FARE's loss: squared L2 summed over dimensions and samples, (1 + 4) + (4 + 9) = 18
+    emb = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float16)
+    sq = sq_l2_loss(emb, torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
+    assert sq.dtype == torch.float32 and float(sq) == 18.0
 
 
 def test_registry_pgd_names_and_params():

@@ -12,8 +12,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from zsrobust_bench.attacks.pgd import PGD
 from zsrobust_bench.train import load_config, train
-from zsrobust_bench.train.attack import pgd_linf, sq_l2_sum
 from zsrobust_bench.train.modules import load_base
 from zsrobust_bench.train.optim import param_groups
 
@@ -54,12 +54,13 @@ def test_momentum_pgd_equals_fares_loop() -> None:
     target = net(x).detach() + 0.1
     eps, step = 8 / 255, 2 / 255
     u = torch.rand(x.shape, generator=torch.Generator().manual_seed(3)) * 2 - 1
-    ours = pgd_linf(net, x, target, eps, 7, step, start=u, loss_fn=sq_l2_sum, momentum=0.9, clamp_start=False)
+    pgd = PGD(eps, 7, step_size=step, loss="sq-l2", momentum=0.9)
+    ours = pgd.final_iterate(net, x, target, pgd.start_from(x, u, clamp=False))
     ref = _fare_reference(net, x, target, eps, 7, step, u * eps)
     assert torch.equal(ours, ref)
     assert (ours - x).abs().max() <= eps + 1e-7 and ours.min() >= 0 and ours.max() <= 1
     # Clamping the start (our default) changes the iterates of the same attack.
-    clamped = pgd_linf(net, x, target, eps, 7, step, start=u, loss_fn=sq_l2_sum, momentum=0.9)
+    clamped = pgd.final_iterate(net, x, target, pgd.start_from(x, u))
     assert not torch.equal(clamped, ours)
 
 
@@ -73,10 +74,11 @@ def test_fare_momentum_is_sign_pgd_where_the_gradient_is_nonzero() -> None:
     x = torch.rand(4, 3, 4, 4)
     target = net(x).detach() + 0.5
     u = torch.rand(x.shape, generator=torch.Generator().manual_seed(4)) * 2 - 1
-    kw = {"start": u, "loss_fn": sq_l2_sum}
-    with_m = pgd_linf(net, x, target, 4 / 255, 6, 1 / 255, momentum=0.9, **kw)
-    without = pgd_linf(net, x, target, 4 / 255, 6, 1 / 255, momentum=0.0, **kw)
-    assert torch.equal(with_m, without)
+    with_m, without = (PGD(4 / 255, 6, step_size=1 / 255, loss="sq-l2", momentum=m) for m in (0.9, 0.0))
+    start = with_m.start_from(x, u)
+    assert torch.equal(
+        with_m.final_iterate(net, x, target, start), without.final_iterate(net, x, target, start)
+    )
 
 
 # A 3-step FARE run of a random tiny CLIP on synthetic images (the attack is FARE's: momentum, no start clamp).

@@ -1,6 +1,7 @@
 """TeCoA on the synthetic world, starting from the shipped demo CLIP: a short run raises zero-shot
-robust accuracy on a held-out task; its checkpoints load with no extra flags and give the numbers
-the trainer measured; the TeCoA-format export loads through the benchmark's TeCoA loader."""
+robust accuracy on a held-out task; its checkpoints load with no extra flags and `zsbench evaluate`
+gives exactly the numbers the trainer measured; the TeCoA-format export loads through the benchmark's
+TeCoA loader."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from zsrobust_bench.cli import main
 from zsrobust_bench.data.registry import get_dataset
 from zsrobust_bench.models import load_model
 from zsrobust_bench.train import load_config, train
@@ -63,13 +65,21 @@ def test_short_tecoa_run_raises_heldout_robust_accuracy(tecoa_run: Path, demo_mo
     assert after["clean_acc"] >= 90.0  # still a zero-shot classifier of the held-out task
 
 
-def test_checkpoint_loads_without_flags_and_matches_trainer_numbers(tecoa_run: Path) -> None:
+def test_checkpoint_loads_without_flags_and_matches_trainer_numbers(tecoa_run: Path, tmp_path: Path) -> None:
     loaded = load_model(str(tecoa_run / "final.safetensors"))
     assert loaded.info["kind"] == "full" and not loaded.warnings
     trainer = json.loads((tecoa_run / "final_eval.json").read_text())["datasets"][HELD_OUT]
     mine = _robust(tecoa_run / "final.safetensors", HELD_OUT)
-    assert mine["clean_acc"] == pytest.approx(trainer["clean_acc"])
-    assert mine["robust_acc"] == pytest.approx(trainer["robust_acc"], abs=1.0)
+    assert mine == trainer
+    # The trainer's evaluation is the benchmark's: same samples, same per-sample PGD, same numbers.
+    out = tmp_path / "eval"
+    args = ["--datasets", HELD_OUT, "--protocol", "synthetic-pgd", "--samples", "200", "--eps", "4/255"]
+    args += ["--steps", "10", "--step-size", "1/255", "--batch-size", "200", "--out", str(out)]
+    assert main(["evaluate", str(tecoa_run / "final.safetensors"), *args]) == 0
+    bench = json.loads((out / "results.json").read_text())["datasets"][HELD_OUT]
+    assert (bench["n"], bench["subset_sha256"]) == (trainer["n"], trainer["subset_sha256"])
+    assert (bench["clean_acc"], bench["robust_acc"]) == (trainer["clean_acc"], trainer["robust_acc"])
+    assert 0 < trainer["robust_acc"] < trainer["clean_acc"]  # the attack broke some samples, not all
     for f in ("best.safetensors", "checkpoints/step-000050.safetensors"):
         assert load_model(str(tecoa_run / f)).info["kind"] == "full"
     log = [json.loads(x) for x in (tecoa_run / "log.jsonl").read_text().splitlines()]

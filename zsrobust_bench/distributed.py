@@ -1,9 +1,11 @@
-"""torchrun integration: rank/world from the environment, one CPU process group, barriers, engine stats.
+"""torchrun integration for evaluation and training: rank/world from the environment, process
+groups, barriers, the trainer's reductions and the engine's per-rank statistics.
 
-Ranks never exchange tensors: each evaluates the shards k with k % world == rank, writes them
-atomically, and waits at a barrier; rank 0 merges. The process group is therefore gloo on every
+Evaluation ranks never exchange tensors: each evaluates the shards k with k % world == rank, writes
+them atomically, and waits at a barrier; rank 0 merges. Its process group is therefore gloo on every
 device (no NCCL communicator, no GPU memory for it), with a long timeout because a barrier waits
 for the slowest rank's whole dataset (set ZSBENCH_DIST_TIMEOUT, in seconds; default 24 h).
+Training (DistributedDataParallel) reduces gradients and gathers features: nccl on CUDA, gloo on CPU.
 Works the same single-node (`torchrun --nproc-per-node N`) and multi-node (`--nnodes`, rendezvous).
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +63,60 @@ def local_device(device: str) -> str:
 
 
 def barrier() -> None:
+    """Wait for every process (no-op without a process group)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Rank, world size and the device this training process runs on."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: str | None = None) -> DistInfo:
+    """Join the torchrun process group for training when WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU)."""
+    rank, size = world()
+    local = local_rank()
+    if device is None:
+        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    if dist.is_initialized():
+        rank, size = dist.get_rank(), dist.get_world_size()
+    return DistInfo(rank, size, local, dev)
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over processes (returns a new tensor)."""
+    t = t.clone()
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def all_gather_with_grad(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate a tensor over processes in rank order, keeping the autograd graph."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return t
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(t), dim=0)
 
 
 def write_engine_stats(shard_dir: Path, rank: int, stats: dict[str, Any]) -> None:

@@ -28,6 +28,18 @@ log = logging.getLogger(__name__)
 LOGIT_SCALE = 100.0
 
 
+def model_input(x: torch.Tensor, image_size: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """[0,1] pixels -> the image tower's input: bicubic resize to `image_size` (when needed), normalise."""
+    if x.shape[-2:] != (image_size, image_size):
+        x = F.interpolate(x, size=(image_size, image_size), mode="bicubic", align_corners=False)
+    return (x - mean) / std
+
+
+def class_logits(image_embedding: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
+    """The zero-shot head: 100 * cosine of fp32 image embeddings to (normalised) class embeddings."""
+    return LOGIT_SCALE * F.normalize(image_embedding.float(), dim=-1) @ class_embeddings.t()
+
+
 def cache_root() -> Path:
     """Cache directory: $ZSBENCH_CACHE, else ~/.cache/zsbench."""
     return Path(os.environ.get("ZSBENCH_CACHE", Path.home() / ".cache" / "zsbench"))
@@ -64,9 +76,7 @@ class ZeroShotClassifier(nn.Module):
         return int(self.class_embeddings.shape[0])
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2:] != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False)
-        return (x - self.mean) / self.std
+        return model_input(x, self.image_size, self.mean, self.std)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.image_tower(self.preprocess(x)).float(), dim=-1)
@@ -74,7 +84,7 @@ class ZeroShotClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training or self.image_tower.training:
             raise RuntimeError("ZeroShotClassifier must run in eval mode")
-        return LOGIT_SCALE * self.embed(x) @ self.class_embeddings.t()
+        return class_logits(self.image_tower(self.preprocess(x)), self.class_embeddings)
 
 
 def text_tower_hash(model: nn.Module) -> str:

@@ -38,13 +38,24 @@ def cw_margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float = 50.0) -
     return -torch.relu(margin(logits, y) + kappa).sum()
 
 
+def sq_l2_loss(emb: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """FARE's embedding loss: squared L2 distance to a target embedding in fp32, summed over the
+    embedding dimension and the batch (R-FARE train/adversarial_training_clip.py:509-521 `l2`)."""
+    return (emb.float() - target.float()).pow(2).sum()
+
+
 LOSSES: dict[str, Loss] = {
     "ce": ce_loss,
     "cw": cw_margin_loss,
     "ce-mean": ce_mean_loss,
+    "sq-l2": sq_l2_loss,
 }
 
-LOSS_REDUCTION: dict[str, str] = {"ce": "sum", "cw": "sum", "ce-mean": "mean"}
+LOSS_REDUCTION: dict[str, str] = {"ce": "sum", "cw": "sum", "ce-mean": "mean", "sq-l2": "sum"}
+
+# What each loss compares the model output with: class labels (logits in, a sample counts as broken
+# when misclassified) or a target embedding (the image embedding in; no notion of broken).
+LOSS_TARGET: dict[str, str] = {"ce": "label", "cw": "label", "ce-mean": "label", "sq-l2": "embedding"}
 
 
 def get_loss(name: str) -> Loss:

@@ -6,6 +6,7 @@ included) is misclassified, so stopping a broken sample early never changes its 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -14,7 +15,7 @@ from torch import nn
 
 from ..protocols.enums import ATTACK_NORMS
 from .base import PoolState, StepwiseAttack, sample_generator
-from .losses import LOSS_REDUCTION, get_loss
+from .losses import LOSS_REDUCTION, LOSS_TARGET, get_loss
 
 
 def _per_sample_uniform(
@@ -45,7 +46,12 @@ def _per_sample_l2_ball(
 
 
 class PGD(StepwiseAttack):
-    """PGD with random start, optional restarts, CE or CW-margin loss, Linf or L2."""
+    """PGD with random start, optional restarts, CE or CW-margin loss, Linf or L2.
+
+    `momentum` > 0 is FARE's Linf step (R-FARE train/pgd_train.py:44-52): v = sign(momentum * v +
+    sign(g)), delta += step_size * v. `final_iterate` runs the same steps from a caller-given start
+    without the per-iterate check: the inner maximisation of adversarial training.
+    """
 
     def __init__(
         self,
@@ -58,6 +64,7 @@ class PGD(StepwiseAttack):
         restarts: int = 1,
         name: str | None = None,
         step_fraction: float | None = None,
+        momentum: float = 0.0,
     ) -> None:
         super().__init__(eps)
         if norm not in ATTACK_NORMS:
@@ -78,6 +85,11 @@ class PGD(StepwiseAttack):
         self.random_start = bool(random_start)
         self.restarts = int(restarts)
         self.name = name or ("pgd" if loss == "ce" else f"pgd-{loss}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"PGD momentum must be in [0, 1), got {momentum}")
+        if momentum and norm != "Linf":
+            raise ValueError("PGD momentum is FARE's sign step: Linf only")
+        self.momentum = float(momentum)
 
     def params(self) -> dict[str, Any]:
         return {
@@ -92,6 +104,7 @@ class PGD(StepwiseAttack):
             "loss_dtype": "fp32",
             "random_start": self.random_start,
             "restarts": self.restarts,
+            **({"momentum": self.momentum} if self.momentum else {}),
             "iterate": "worst-case over iterates",
         }
 
@@ -109,6 +122,11 @@ class PGD(StepwiseAttack):
     def init(
         self, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor, seed: int, restart: int = 0
     ) -> PoolState:
+        if LOSS_TARGET[self.loss_name] != "label":
+            raise ValueError(
+                f"{self.name}: loss {self.loss_name!r} ascends an embedding distance; the stepwise "
+                "evaluation needs class labels (final_iterate runs it)"
+            )
         n = x.shape[0]
         ids = ids.to("cpu", torch.int64)
         return PoolState(
@@ -121,6 +139,7 @@ class PGD(StepwiseAttack):
             extra={
                 "seed": torch.full((n,), seed, dtype=torch.int64, device=x.device),
                 "nonfinite": torch.zeros(n, dtype=torch.bool, device=x.device),
+                **({"velocity": torch.zeros_like(x)} if self.momentum else {}),
             },
         )
 
@@ -132,17 +151,33 @@ class PGD(StepwiseAttack):
             delta = delta * (self.eps / norms).clamp(max=1.0).view(-1, *([1] * (delta.dim() - 1)))
         return (x + delta).clamp(0, 1) - x
 
-    def step(self, model: nn.Module, state: PoolState) -> tuple[PoolState, torch.Tensor]:
-        x_adv = (state.x + state.delta).detach().requires_grad_(True)
+    def _gradient(
+        self, model: Callable[[torch.Tensor], torch.Tensor], x_adv: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gradient of the loss at `x_adv`, the model's output there); fails if the output has no
+        gradient path to the input."""
+        x_adv = x_adv.detach().requires_grad_(True)
         with torch.enable_grad():
-            logits = model(x_adv)
-            loss = self.loss(logits, state.y)
+            out = model(x_adv)
+            loss = self.loss(out, target)
             grad = torch.autograd.grad(loss, x_adv, allow_unused=True)[0] if loss.requires_grad else None
         if grad is None:
             raise RuntimeError(
                 f"{self.name}: the logits have no gradient path to the input (forward detached or under "
                 "no_grad); gradient attacks cannot evaluate this model"
             )
+        return grad, out
+
+    def _direction(self, grad: torch.Tensor, memory: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The Linf step direction: sign(g), or FARE's momentum sign with its velocity kept in `memory`."""
+        direction = grad.sign()
+        if self.momentum:
+            direction = (self.momentum * memory["velocity"] + direction).sign()
+            memory["velocity"] = direction
+        return direction
+
+    def step(self, model: nn.Module, state: PoolState) -> tuple[PoolState, torch.Tensor]:
+        grad, logits = self._gradient(model, state.x + state.delta, state.y)
         # A non-finite gradient entry gives no direction; zero it so delta stays finite.
         grad = torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad))
         logits = logits.detach()
@@ -151,7 +186,7 @@ class PGD(StepwiseAttack):
         state.extra["nonfinite"] = ~finite
         can_step = (state.step < self.total_steps).view(-1, *([1] * (grad.dim() - 1)))
         if self.norm == "Linf":
-            update = self.step_size * grad.sign()
+            update = self.step_size * self._direction(grad, state.extra)
         else:
             gnorm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (grad.dim() - 1)))
             update = self.step_size * grad / gnorm
@@ -188,3 +223,31 @@ class PGD(StepwiseAttack):
         broken = (logits.argmax(dim=1) != state.y) & finite
         state.extra["nonfinite"] = ~finite
         return replace(state, step=state.step + 1), broken
+
+    def start_from(self, x: torch.Tensor, noise: torch.Tensor | None, clamp: bool = True) -> torch.Tensor:
+        """The start perturbation for caller-drawn `noise` in [-1,1] units of eps (None: x itself);
+        `clamp=False` leaves x + delta outside [0,1] for the first gradient, as FARE's training does
+        (R-FARE train/adversarial_training_clip.py:318)."""
+        delta = torch.zeros_like(x) if noise is None else noise.to(x) * self.eps
+        if clamp:
+            delta = (x + delta).clamp(0, 1) - x
+        return delta.detach()
+
+    def final_iterate(
+        self,
+        model: Callable[[torch.Tensor], torch.Tensor],
+        x: torch.Tensor,
+        target: torch.Tensor,
+        delta: torch.Tensor,
+    ) -> torch.Tensor:
+        """x + delta after `steps` ascent steps on loss(model(x + delta), target) from `delta`.
+
+        The inner attack of adversarial training: no per-iterate check, no restarts, and the raw
+        gradient's sign (a non-finite gradient shows in the training loss rather than being zeroed).
+        The model's train/eval mode is the caller's.
+        """
+        memory = {"velocity": torch.zeros_like(x)} if self.momentum else {}
+        for _ in range(self.total_steps):
+            grad, _ = self._gradient(model, x + delta, target)
+            delta = self._project(x, delta.detach() + self.step_size * self._direction(grad, memory)).detach()
+        return (x + delta).detach()

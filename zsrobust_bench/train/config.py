@@ -44,7 +44,7 @@ DEFAULTS: dict[str, Any] = {
         "prompt_set": "tecoa",
         "templates": None,
     },  # templates override, e.g. ["This is a photo of a {}"]
-    # momentum: 0 = plain sign-gradient PGD; > 0 = FARE's momentum step (train/attack.py);
+    # momentum: 0 = plain sign-gradient PGD; > 0 = FARE's momentum step (attacks/pgd.py PGD(momentum=...));
     # clamp_start: clip x + random start into [0,1] before the first gradient (FARE does not)
     "attack": {
         "eps": 0.0,

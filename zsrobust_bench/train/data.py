@@ -3,7 +3,8 @@ the generator's source), ImageFolder trees (ImageNet train), and a step-indexed 
 
 Every batch is a pure function of (seed, step): the global batch's indices come from a per-epoch
 permutation, each process takes its contiguous slice, so resuming at step k or changing the number
-of processes yields the same global batches.
+of processes yields the same global batches. The inner attack's random starts are drawn the same way
+(`global_uniform`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..distributed import DistInfo, barrier
 from ..errors import DataError
 from ..fileio import atomic_write_bytes
-from .distributed import DistInfo, barrier
 
 TASK_ORDER = ("color", "shape", "count", "position", "pattern")
 
@@ -120,6 +121,20 @@ def rank_rows(global_batch: int, dist: DistInfo) -> slice:
         raise DataError(f"global batch {global_batch} is not divisible by {dist.world_size} processes")
     b = global_batch // dist.world_size
     return slice(dist.rank * b, (dist.rank + 1) * b)
+
+
+def global_uniform(
+    seed: int,
+    step: int,
+    global_shape: tuple[int, ...],
+    rows: slice,
+    device: torch.device | str = "cpu",
+    salt: int = 0,
+) -> torch.Tensor:
+    """Uniform[-1,1] noise for the rows `rows` of a global batch, from a (seed, step, salt) generator
+    on `device` (drawn for the whole global batch, so every process count sees the same noise)."""
+    g = torch.Generator(device=device).manual_seed((seed * 1_000_003 + step * 7919 + salt) & ((1 << 63) - 1))
+    return (torch.rand(global_shape, generator=g, device=device) * 2 - 1)[rows]
 
 
 class StepSampler(Sampler[list[int]]):

@@ -1,8 +1,9 @@
 """The trained modules: the base CLIP, which of its parameters train, and the heads.
 
 `ImageClassifier` maps [0,1] pixels to logits in train or eval mode (the ZeroShotClassifier of the
-benchmark refuses train mode): resize + normalise inside, the image tower (with visual prompts),
-then TeCoA's 100 * cosine to frozen text embeddings or a learned one-hot linear head.
+benchmark refuses train mode): the benchmark's resize + normalise (`zeroshot.model_input`), the image
+tower (with visual prompts), then the benchmark's zero-shot head (`zeroshot.class_logits`, TeCoA's
+100 * cosine to frozen text embeddings) or a learned one-hot linear head.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.spec import PromptSet
 from ..errors import ZSBenchError
 from ..models.prompters import PadPrompter, PromptedVisual, TokenPrompter
-from ..zeroshot import LOGIT_SCALE
+from ..zeroshot import class_logits, compute_class_embeddings, model_input
 
 DEMO_ASSET = "demo-clip.safetensors"
 
@@ -217,9 +219,7 @@ class Preprocess(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2:] != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False)
-        return (x - self.mean) / self.std
+        return model_input(x, self.image_size, self.mean, self.std)
 
 
 class ImageClassifier(nn.Module):
@@ -244,7 +244,7 @@ class ImageClassifier(nn.Module):
         """Logits of embeddings: the one-hot linear head or 100 * cos to the class text embeddings."""
         if self.linear is not None:
             return self.linear(z.float())
-        return LOGIT_SCALE * F.normalize(z.float(), dim=-1) @ self.text_emb.t()
+        return class_logits(z, self.text_emb)
 
     def forward(self, x: torch.Tensor, features: bool = False) -> torch.Tensor:
         z = self.embed(x)
@@ -255,16 +255,13 @@ class ImageClassifier(nn.Module):
 def text_embeddings(
     model: nn.Module, tokenizer: Any, classnames: list[str], templates: list[str], device: torch.device
 ) -> torch.Tensor:
-    """Class embeddings of the frozen text tower: normalised mean over templates, (C, D) fp32."""
+    """The benchmark's class embeddings (`zeroshot.compute_class_embeddings`) of the text tower on
+    `device`, computed in eval mode without a graph; the tower's train/eval flag is restored."""
     was = model.training
     model.eval()
-    out = []
-    for name in classnames:
-        tok = tokenizer([t.format(name) for t in templates]).to(device)
-        e = F.normalize(model.encode_text(tok).float(), dim=-1).mean(dim=0)
-        out.append(F.normalize(e, dim=-1))
+    emb = compute_class_embeddings(model, tokenizer, PromptSet(tuple(classnames), tuple(templates)), device)
     model.train(was)
-    return torch.stack(out)
+    return emb.to(device)
 
 
 class ContrastiveCLIP(nn.Module):

@@ -25,9 +25,11 @@ import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from ..attacks.losses import sq_l2_loss
+from ..attacks.pgd import PGD
+from ..distributed import DistInfo, all_gather_with_grad, all_reduce_sum, barrier, init_distributed
 from ..errors import ZSBenchError
 from ..fileio import atomic_write_json, atomic_write_text, run_lock, sha256_json
-from .attack import ce_sum, global_uniform, pgd_linf, sq_l2_sum
 from .captions import CaptionSampler, matches, vocabulary_token_ids
 from .checkpoint import (
     TRAIN_STATE,
@@ -38,8 +40,15 @@ from .checkpoint import (
     save_train_state,
     set_rng_state,
 )
-from .data import TASK_ORDER, BatchPlan, ImageFolderTrain, imagefolder_batches, rank_rows, shared_render
-from .distributed import DistInfo, all_gather_with_grad, all_reduce_sum, barrier, init_distributed
+from .data import (
+    TASK_ORDER,
+    BatchPlan,
+    ImageFolderTrain,
+    global_uniform,
+    imagefolder_batches,
+    rank_rows,
+    shared_render,
+)
 from .modules import (
     BaseModel,
     ContrastiveCLIP,
@@ -193,32 +202,34 @@ def _inner_attack(
     x: torch.Tensor,
     target: torch.Tensor,
     fn: Callable[[torch.Tensor], torch.Tensor],
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    loss: str,
 ) -> torch.Tensor:
-    """The configured PGD on `loss_fn(fn(x + delta), target)` (x itself when the attack is off)."""
+    """The configured PGD's final iterate on `loss(fn(x + delta), target)` (x itself when the attack is
+    off); the forward runs under the run's autocast, the loss outside it in fp32, summed."""
     cfg, dev = run.cfg, run.dist.device
     atk = cfg["attack"]
     if float(atk["eps"]) <= 0 or int(atk["steps"]) <= 0:
         return x
-    start = None
+    noise = None
     if atk["random_start"]:
         rows = rank_rows(run.plan.global_batch, run.dist)
-        start = global_uniform(
+        noise = global_uniform(
             int(cfg["seed"]), step, (run.plan.global_batch, *x.shape[1:]), rows, device=x.device
         )
-    return pgd_linf(
-        fn,
-        x,
-        target,
+    pgd = PGD(
         float(atk["eps"]),
         int(atk["steps"]),
-        float(atk["step_size"]),
-        start=start,
-        autocast=lambda: _autocast(cfg, dev),
-        loss_fn=loss_fn,
+        step_size=float(atk["step_size"]),
+        loss=loss,
+        random_start=bool(atk["random_start"]),
         momentum=float(atk["momentum"]),
-        clamp_start=bool(atk["clamp_start"]),
     )
+
+    def forward(z: torch.Tensor) -> torch.Tensor:
+        with _autocast(cfg, dev):
+            return fn(z)
+
+    return pgd.final_iterate(forward, x, target, pgd.start_from(x, noise, clamp=bool(atk["clamp_start"])))
 
 
 def _tecoa_step(
@@ -232,7 +243,7 @@ def _tecoa_step(
         if run.original is not None:
             y = run.original(x).argmax(dim=1)
         clean_pred = module(x).argmax(dim=1)
-    x_in = _inner_attack(run, step, x, y, module, ce_sum)
+    x_in = _inner_attack(run, step, x, y, module, "ce")
     module.train()
     with _autocast(cfg, dev):
         logits = ddp(x_in)
@@ -262,12 +273,12 @@ def _fare_step(
         if cfg["labels"] == "pseudo":
             y = original.head(target).argmax(dim=1)
         clean_pred = module(x).argmax(dim=1)
-    x_in = _inner_attack(run, step, x, target, module.embed, sq_l2_sum)
+    x_in = _inner_attack(run, step, x, target, module.embed, "sq-l2")
     module.train()
     with _autocast(cfg, dev):
         z = ddp(x_in, features=True)
     n = float(len(y))
-    loss = sq_l2_sum(z, target) / n
+    loss = sq_l2_loss(z, target) / n
     with torch.no_grad():
         adv_pred = module.head(z.detach()).argmax(dim=1)
     stats = {
@@ -473,14 +484,7 @@ def _train(cfg: dict[str, Any], out: Path, dist: DistInfo, resume: bool) -> Path
             bar.update(1)
         val_every = int(cfg["validation"]["every"])
         if validator is not None and (done % val_every == 0 or done == run.total_steps):
-            res = validator.run(
-                run.base.model,
-                run.base.tokenizer,
-                run.tower,
-                run.pre,
-                dist.device,
-                cfg["method"] == "contrastive",
-            )
+            res = validator.run(run.base, run.tower, dist.device, cfg["method"] == "contrastive")
             log.write({"kind": "val", "step": done, **res})
             if res["mean_robust_acc"] > best:
                 best, best_step = res["mean_robust_acc"], done
@@ -575,7 +579,7 @@ def _final_eval(run: Run) -> None:
         for name in fe["datasets"]
     ]
     v = Validator(sets, {"steps": fe["steps"], "step_size": None, "batch_size": 256}, eps)
-    res = v.run(run.base.model, run.base.tokenizer, run.tower, run.pre, run.dist.device, True)
+    res = v.run(run.base, run.tower, run.dist.device, True)
     res["eps"] = eps
     atomic_write_json(run.out / "final_eval.json", res)
     print(

@@ -1,5 +1,11 @@
-"""Zero-shot validation during training: clean and PGD robust accuracy on held-out datasets, with the
-training tower in eval mode and text heads from the frozen text tower."""
+"""Zero-shot validation during training, scored by the benchmark's own evaluation.
+
+Held-out samples are chosen by `data.subsets.evaluation_subset` (the seeded rule of `zsbench
+evaluate`), the training tower is wrapped in the benchmark's `ZeroShotClassifier` with text heads from
+`zeroshot.compute_class_embeddings`, and PGD is the registry's `pgd` run by `attacks.loop.run_sequence`
+(per-sample random starts, worst case over iterates). A validation number is therefore the number
+`zsbench evaluate` reports for the same weights, split, samples, eps, steps and step size (seed 0).
+"""
 
 from __future__ import annotations
 
@@ -10,17 +16,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from .attack import pgd_linf
-from .modules import ImageClassifier, Preprocess, text_embeddings
+from ..attacks.loop import eval_mode, run_sequence
+from ..attacks.registry import build_attack
+from ..data.subsets import evaluation_subset, indices_sha256
+from ..zeroshot import ZeroShotClassifier
+from .modules import BaseModel, text_embeddings
+
+SEED = 0  # the protocols' seed: sample subset and per-sample PGD starts, as `zsbench evaluate` draws them
 
 
 @dataclass
 class EvalSet:
-    """Images in [0,1] and labels of one held-out dataset, plus its prompt set."""
+    """Images in [0,1], labels and dataset indices (the per-sample attack ids) of one held-out subset,
+    plus its prompt set."""
 
     name: str
     x: torch.Tensor
     y: torch.Tensor
+    ids: torch.Tensor
     classnames: list[str]
     templates: list[str]
 
@@ -32,35 +45,27 @@ def load_eval_set(
     image_size: int,
     prompt_set: str,
     data_root: str | None = None,
-    seed: int = 0,
+    seed: int = SEED,
 ) -> EvalSet:
-    """A seeded subset of `n` samples (all when None) of a registered dataset's split, read through the
-    benchmark's own loader (same pixels as `zsbench evaluate`)."""
+    """The `n` samples (all when None) of a registered dataset's split that `zsbench evaluate` picks with
+    `seed`, read through the benchmark's own loader (same pixels)."""
     from ..data.loaders import open_eval_dataset
     from ..data.registry import get_dataset
 
     spec = get_dataset(name)
     ps = spec.prompt_set(prompt_set)
     split = split or spec.eval_split
-
     ds = open_eval_dataset(spec, Path(data_root) if data_root else None, image_size, split)
-    idx = torch.arange(len(ds))
-    if n is not None and n < len(ds):
-        g = torch.Generator().manual_seed(seed)
-        idx = torch.randperm(len(ds), generator=g)[:n].sort().values
-    xs, ys = zip(*(ds[int(i)] for i in idx), strict=True)
+    ids = evaluation_subset(ds, spec.name, n, seed).indices
+    xs, ys = zip(*(ds[int(i)] for i in ids), strict=True)
     return EvalSet(
         spec.name,
         torch.stack(list(xs)),
         torch.tensor([int(v) for v in ys]),
+        torch.from_numpy(ids),
         list(ps.classnames),
         list(ps.templates),
     )
-
-
-@torch.no_grad()
-def _predict(clf: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return clf(x).argmax(dim=1)
 
 
 def robust_accuracy(
@@ -72,24 +77,32 @@ def robust_accuracy(
     step_size: float,
     batch_size: int,
     device: torch.device,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Clean and robust accuracy (%) of an eval-mode classifier; robust = clean-correct and still correct
-    after PGD from a seeded random start."""
+    seed: int = SEED,
+) -> dict[str, Any]:
+    """Clean and PGD robust accuracy (%) of a zero-shot classifier on an eval set, as the benchmark
+    evaluates them: robust = clean-correct and no PGD iterate (the random start included) misclassified.
+    `eps` or `steps` of 0 measures clean accuracy only (robust = clean)."""
+    attacks = []
+    if eps > 0 and steps > 0:
+        pgd = build_attack(
+            "pgd", eps, len(es.classnames), steps=steps, step_size=step_size, random_start=True, restarts=1
+        )
+        attacks.append(pgd)
     clean = robust = 0
-    g = torch.Generator().manual_seed(seed)
-    for lo in range(0, len(es.y), batch_size):
-        x = es.x[lo : lo + batch_size].to(device)
-        y = es.y[lo : lo + batch_size].to(device)
-        ok = _predict(clf, x) == y
-        clean += int(ok.sum())
-        if eps > 0 and steps > 0:
-            start = torch.rand(x.shape, generator=g) * 2 - 1
-            x_adv = pgd_linf(clf, x, y, eps, steps, step_size, start=start)
-            ok &= _predict(clf, x_adv) == y
-        robust += int(ok.sum())
+    for lo in range(0, len(es.y), batch_size):  # outcomes are per sample: chunking only bounds memory
+        rows = slice(lo, lo + batch_size)
+        out = run_sequence(
+            attacks, clf, es.x[rows].to(device), es.y[rows].to(device), es.ids[rows], seed, batch_size
+        )
+        clean += int(out.clean_correct.sum())
+        robust += int(out.robust.sum())
     n = max(1, len(es.y))
-    return {"n": len(es.y), "clean_acc": 100.0 * clean / n, "robust_acc": 100.0 * robust / n}
+    return {
+        "n": len(es.y),
+        "clean_acc": 100.0 * clean / n,
+        "robust_acc": 100.0 * robust / n,
+        "subset_sha256": indices_sha256(es.ids.numpy()),
+    }
 
 
 class Validator:
@@ -100,33 +113,29 @@ class Validator:
         self._heads: dict[str, torch.Tensor] = {}
 
     def run(
-        self,
-        clip: nn.Module,
-        tokenizer: Any,
-        tower: nn.Module,
-        pre: Preprocess,
-        device: torch.device,
-        text_trains: bool,
+        self, base: BaseModel, tower: nn.Module, device: torch.device, text_trains: bool
     ) -> dict[str, Any]:
-        """Evaluate every set; returns per-dataset numbers and the mean robust accuracy."""
+        """Evaluate every set with `tower` as the image tower (its train/eval flags are restored);
+        returns per-dataset numbers and the mean clean and robust accuracies."""
         steps = int(self.cfg["steps"])
         step_size = float(self.cfg["step_size"]) if self.cfg.get("step_size") is not None else self.eps / 4
-        was_training = tower.training
         out: dict[str, Any] = {}
-        for es in self.sets:
-            if text_trains or es.name not in self._heads:
-                self._heads[es.name] = text_embeddings(clip, tokenizer, es.classnames, es.templates, device)
-            clf = ImageClassifier(tower, pre, self._heads[es.name], None).eval()
-            out[es.name] = robust_accuracy(
-                clf,
-                es,
-                eps=self.eps,
-                steps=steps,
-                step_size=step_size,
-                batch_size=int(self.cfg["batch_size"]),
-                device=device,
-            )
-        tower.train(was_training)
+        with eval_mode(tower):
+            for es in self.sets:
+                if text_trains or es.name not in self._heads:
+                    self._heads[es.name] = text_embeddings(
+                        base.model, base.tokenizer, es.classnames, es.templates, device
+                    )
+                clf = ZeroShotClassifier(tower, self._heads[es.name], base.image_size, base.mean, base.std)
+                out[es.name] = robust_accuracy(
+                    clf.to(device),
+                    es,
+                    eps=self.eps,
+                    steps=steps,
+                    step_size=step_size,
+                    batch_size=int(self.cfg["batch_size"]),
+                    device=device,
+                )
         mean_rob = sum(v["robust_acc"] for v in out.values()) / max(1, len(out))
         mean_clean = sum(v["clean_acc"] for v in out.values()) / max(1, len(out))
         return {"datasets": out, "mean_robust_acc": mean_rob, "mean_clean_acc": mean_clean}
