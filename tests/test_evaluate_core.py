@@ -106,17 +106,17 @@ def test_imagefolder_clean_pgd_and_eps_zero(demo_model, tmp_path):
     jsonschema.validate(res, SCHEMA)
 
 
-def _run_args(model: Path, out: Path) -> list[str]:
+def _run_args(model: Path, out: Path, dataset: str = "synth-shape", steps: int = 10) -> list[str]:
     return [
         str(model),
         "--datasets",
-        "synth-shape",
+        dataset,
         "--protocol",
         "synthetic-pgd",
         "--samples",
         "96",
         "--steps",
-        "10",
+        str(steps),
         "--shard-size",
         "16",
         "--batch-size",
@@ -140,14 +140,20 @@ def test_rerun_resumes_without_recomputing(demo_model, tmp_path):
     jsonschema.validate(second, SCHEMA)
 
 
+# synth-color keeps about a third of its samples robust through PGD-100, so each shard takes long enough
+# for the kill to land between shard files (synth-shape breaks every sample at once: the run can finish
+# between two polls)
+SLOW_SHARDS = ("synth-color", 100)
+
+
 def test_sigkill_then_resume_matches_uninterrupted(demo_model, tmp_path):
     ref = tmp_path / "ref"
-    assert main(["evaluate", *_run_args(demo_model, ref)]) == 0
+    assert main(["evaluate", *_run_args(demo_model, ref, *SLOW_SHARDS)]) == 0
     run = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "zsrobust_bench.cli", "evaluate", *_run_args(demo_model, run)]
+    cmd = [sys.executable, "-m", "zsrobust_bench.cli", "evaluate", *_run_args(demo_model, run, *SLOW_SHARDS)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    shard_dir = run / "shards" / "synth-shape"
+    shard_dir = run / "shards" / "synth-color"
     deadline = time.time() + 120
     while time.time() < deadline and len(list(shard_dir.glob("*.jsonl"))) < 2 and proc.poll() is None:
         time.sleep(0.05)
@@ -156,12 +162,12 @@ def test_sigkill_then_resume_matches_uninterrupted(demo_model, tmp_path):
     done_before = {p.name: p.stat().st_mtime_ns for p in shard_dir.glob("*.jsonl")}
     assert 1 <= len(done_before) < 6, "the kill should land mid-run"
     assert not (run / "results.json").exists()
-    assert main(["evaluate", *_run_args(demo_model, run)]) == 0
+    assert main(["evaluate", *_run_args(demo_model, run, *SLOW_SHARDS)]) == 0
     assert {
         p.name: p.stat().st_mtime_ns for p in shard_dir.glob("*.jsonl") if p.name in done_before
     } == done_before
-    assert (run / "samples" / "synth-shape.jsonl").read_bytes() == (
-        ref / "samples" / "synth-shape.jsonl"
+    assert (run / "samples" / "synth-color.jsonl").read_bytes() == (
+        ref / "samples" / "synth-color.jsonl"
     ).read_bytes()
     a = json.loads((run / "results.json").read_text())
     b = json.loads((ref / "results.json").read_text())

@@ -25,7 +25,7 @@ from .data.userfolder import is_user_folder, user_folder_path
 from .engine.blocks import ShardSpec
 from .engine.plan import EngineConfig, EpsAttacks
 from .engine.records import merge_shards, records_to_jsonl
-from .engine.run import evaluate_shards, shard_bounds
+from .engine.run import check_shard_config, evaluate_shards, missing_shards, shard_bounds, shard_files
 from .errors import DataError, ZSBenchError
 from .fileio import atomic_write_json, atomic_write_text, run_lock, sha256_bytes, sha256_json
 from .models.loader import LoadedModel, load_model
@@ -208,16 +208,11 @@ class _Run:
 
 def _checked_config(shard_dir: Path, run_cfg: dict[str, Any], out: Path, name: str, rank: int) -> None:
     """Refuse to resume into shards written with another configuration; record ours on first use."""
-    cfg_path = shard_dir / "config.json"
-    if cfg_path.exists():
-        previous = json.loads(cfg_path.read_text())
-        if previous != json.loads(json.dumps(run_cfg)):
-            raise ZSBenchError(
-                f"{out} holds a run of {name} with a different configuration",
-                "use another --out, or delete that directory to start over",
-            )
-    elif rank == 0:
-        atomic_write_json(cfg_path, run_cfg)
+    if not check_shard_config(shard_dir, run_cfg, rank):
+        raise ZSBenchError(
+            f"{out} holds a run of {name} with a different configuration",
+            "use another --out, or delete that directory to start over",
+        )
     distributed.barrier()
 
 
@@ -225,18 +220,18 @@ def _run_shards(run: _Run, idx: np.ndarray, plan: list[EpsAttacks], shard_dir: P
     """Evaluate this rank's missing shards of `idx` under `plan`; returns every shard file (in order)."""
     ctx = run.ctx
     bounds = shard_bounds(len(idx), ctx.request.shard_size)
-    shard_files = [shard_dir / f"{s:09d}-{e:09d}.jsonl" for s, e in bounds]
-    mine = [k for k in range(len(bounds)) if k % ctx.world == ctx.rank and not shard_files[k].exists()]
+    files = shard_files(shard_dir, bounds)
+    mine = missing_shards(files, ctx.rank, ctx.world)
     if not mine:
-        return shard_files
+        return files
     clf = build_classifier(ctx.lm, run.prompt_set, ctx.cfg.device, _cache(ctx))
     total = sum(bounds[k][1] - bounds[k][0] for k in mine)
     bar = tqdm(total=total, desc=desc, unit="img", disable=not ctx.show, leave=True, dynamic_ncols=True)
 
     def write(k: int, recs: list[dict[str, Any]]) -> None:
         # the shard's warnings first: a shard file on disk means its warnings are on disk too
-        _write_attack_warnings(shard_files[k], plan)
-        atomic_write_text(shard_files[k], records_to_jsonl(recs))
+        _write_attack_warnings(files[k], plan)
+        atomic_write_text(files[k], records_to_jsonl(recs))
 
     specs = [ShardSpec(k, idx[bounds[k][0] : bounds[k][1]]) for k in mine]
     try:
@@ -247,7 +242,7 @@ def _run_shards(run: _Run, idx: np.ndarray, plan: list[EpsAttacks], shard_dir: P
         raise DataError(f"{run.name}: {exc.message}", exc.hint) from exc
     bar.close()
     distributed.write_engine_stats(shard_dir, ctx.rank, stats.as_dict())
-    return shard_files
+    return files
 
 
 def _cache(ctx: _Context) -> Path | None:
@@ -271,9 +266,9 @@ def _write_attack_warnings(shard_file: Path, plan: list[EpsAttacks]) -> None:
         atomic_write_json(_warnings_file(shard_file), fired)
 
 
-def _read_attack_warnings(shard_files: list[Path]) -> list[dict[str, Any]]:
+def _read_attack_warnings(written: list[Path]) -> list[dict[str, Any]]:
     """Every warning recorded for these shards, in shard order."""
-    files = [_warnings_file(f) for f in shard_files]
+    files = [_warnings_file(f) for f in written]
     return [w for f in files if f.exists() for w in json.loads(f.read_text())]
 
 
@@ -330,7 +325,7 @@ def _evaluate_dataset(ctx: _Context, name: str) -> dict[str, Any]:
     run = _Run(ctx, name, ds, prompt_set, spec.num_classes)
     shard_dir = out / "shards" / key
     _checked_config(shard_dir, run_cfg, out, name, rank)
-    shard_files = _run_shards(run, idx, plan, shard_dir, name)
+    written = _run_shards(run, idx, plan, shard_dir, name)
     # FARE reports clean accuracy on the whole split and attacks a subset (see Protocol.clean_on)
     clean_split = proto.clean_on_for(spec.name) == "split" and indices is None
     split_idx = np.arange(n_split, dtype=np.int64)
@@ -347,7 +342,7 @@ def _evaluate_dataset(ctx: _Context, name: str) -> dict[str, Any]:
     if rank != 0:
         return {}
     samples_path = out / "samples" / f"{key}.jsonl"
-    summary, samples_sha = merge_shards(shard_files, samples_path, idx, labels)
+    summary, samples_sha = merge_shards(written, samples_path, idx, labels)
     summary.update(
         {
             "n_split": n_split,
@@ -371,7 +366,7 @@ def _evaluate_dataset(ctx: _Context, name: str) -> dict[str, Any]:
     if engine:
         summary["engine"] = engine
     sanity_path = shard_dir / "sanity.json"
-    warned = attack_warnings_check(_read_attack_warnings(shard_files))
+    warned = attack_warnings_check(_read_attack_warnings(written))
     if sanity_path.exists():
         summary["sanity"] = json.loads(sanity_path.read_text()) + ([warned] if warned else [])
     return summary

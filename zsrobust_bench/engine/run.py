@@ -4,7 +4,8 @@
 processes and a background thread (`blocks`), the clean pass runs in inference mode, and stepwise
 attacks (PGD) run over a fixed-shape slot pool (`pool`) refilled across shard boundaries: a sample
 leaves the moment an iterate is misclassified (worst case over iterates, so stopping it changes
-nothing) and a fresh sample takes its slot. The caller skips shards it already holds (resume).
+nothing) and a fresh sample takes its slot. Resume: a shard is done when its record file exists
+(`shard_files`, `missing_shards`), and only into shards of the same configuration (`check_shard_config`).
 
 An out-of-memory error halves the batch size and restarts the unfinished shards (finished shards
 are kept); the final batch size is reported.
@@ -12,16 +13,20 @@ are kept); the final batch size is reported.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..fileio import atomic_write_json
 from .blocks import Block, ShardSpec, iter_blocks
 from .device import is_cuda, prepare_model, release_memory, strict_precision
 from .plan import EngineConfig, EpsAttacks, flatten
@@ -34,6 +39,27 @@ log = logging.getLogger(__name__)
 def shard_bounds(n: int, shard_size: int) -> list[tuple[int, int]]:
     """Fixed shard boundaries over positions 0..n-1 of the evaluated index list."""
     return [(s, min(n, s + shard_size)) for s in range(0, n, shard_size)]
+
+
+def shard_files(shard_dir: Path, bounds: list[tuple[int, int]]) -> list[Path]:
+    """Each shard's record file, named by its positions: its presence means the shard is done (resume)."""
+    return [shard_dir / f"{s:09d}-{e:09d}.jsonl" for s, e in bounds]
+
+
+def missing_shards(files: list[Path], rank: int, world: int) -> list[int]:
+    """The shards this rank owns (round-robin over ranks) whose record file is not written yet."""
+    return [k for k in range(len(files)) if k % world == rank and not files[k].exists()]
+
+
+def check_shard_config(shard_dir: Path, run_cfg: dict[str, Any], rank: int) -> bool:
+    """Record the shards' configuration on first use (rank 0); False when the directory holds shards
+    written under another configuration, which must not be resumed into."""
+    cfg_path = shard_dir / "config.json"
+    if cfg_path.exists():
+        return json.loads(cfg_path.read_text()) == json.loads(json.dumps(run_cfg))
+    if rank == 0:
+        atomic_write_json(cfg_path, run_cfg)
+    return True
 
 
 def evaluate_shards(
