@@ -176,14 +176,19 @@ class PGD(StepwiseAttack):
             memory["velocity"] = direction
         return direction
 
+    @staticmethod
+    def _verdict(state: PoolState, logits: torch.Tensor) -> torch.Tensor:
+        """Rows this iterate misclassifies (finite logits only); records the non-finite rows in the state."""
+        logits = logits.detach()
+        finite = torch.isfinite(logits).all(dim=1)
+        state.extra["nonfinite"] = ~finite
+        return (logits.argmax(dim=1) != state.y) & finite
+
     def step(self, model: nn.Module, state: PoolState) -> tuple[PoolState, torch.Tensor]:
         grad, logits = self._gradient(model, state.x + state.delta, state.y)
         # A non-finite gradient entry gives no direction; zero it so delta stays finite.
         grad = torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad))
-        logits = logits.detach()
-        finite = torch.isfinite(logits).all(dim=1)
-        broken = (logits.argmax(dim=1) != state.y) & finite
-        state.extra["nonfinite"] = ~finite
+        broken = self._verdict(state, logits)
         can_step = (state.step < self.total_steps).view(-1, *([1] * (grad.dim() - 1)))
         if self.norm == "Linf":
             update = self.step_size * self._direction(grad, state.extra)
@@ -218,11 +223,7 @@ class PGD(StepwiseAttack):
         x_adv = (state.x + state.delta).detach().requires_grad_(True)
         with torch.enable_grad():
             logits = model(x_adv)
-        logits = logits.detach()
-        finite = torch.isfinite(logits).all(dim=1)
-        broken = (logits.argmax(dim=1) != state.y) & finite
-        state.extra["nonfinite"] = ~finite
-        return replace(state, step=state.step + 1), broken
+        return replace(state, step=state.step + 1), self._verdict(state, logits)
 
     def start_from(self, x: torch.Tensor, noise: torch.Tensor | None, clamp: bool = True) -> torch.Tensor:
         """The start perturbation for caller-drawn `noise` in [-1,1] units of eps (None: x itself);
